@@ -1,0 +1,133 @@
+"""Fan-out of one stream's audio or video to every DownTrack.
+
+The Forwarder of a stream kind outlives publishers: viewers attach to it before the streamer
+goes live, and a reconnecting publisher's new Track is attached to the same Forwarder, so the
+viewers' DownTracks keep their SSRC and sequence space (design.md, "A publisher that reconnects").
+
+Per packet it keeps a short history for NACKs (``cache``) and, for video, the packets since the
+last keyframe (``gop``) for fast start. :meth:`forward` is the hot loop: it iterates over an
+immutable tuple of DownTracks, so a join or leave during the loop cannot change it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from relaycast.rtp.packet import RtpPacket
+
+if TYPE_CHECKING:
+    from relaycast.media.downtrack import DownTrack
+    from relaycast.media.track import Track
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 1024  # packets kept for NACK answers (~3 s of 2.5 Mbps video)
+_CACHE_MASK = CACHE_SIZE - 1
+GOP_MAX_PACKETS = 1500  # fast-start burst limit (~1.8 MB)
+GOP_REFRESH_AGE = 4.0  # ask for a fresh keyframe when the cached one is older (s)
+
+
+class Forwarder:
+    """Forwards the packets of the current source Track of one kind to its DownTracks."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.downtracks: tuple[DownTrack, ...] = ()
+        self.source: Track | None = None
+        self.cache: list[RtpPacket | None] = [None] * CACHE_SIZE
+        self.gop: list[RtpPacket] = []
+        self.gop_started = 0.0
+        self.forward_errors = 0
+        self.packets = 0
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def add(self, downtrack: DownTrack) -> None:
+        self.downtracks = (*self.downtracks, downtrack)
+
+    def remove(self, downtrack: DownTrack) -> None:
+        self.downtracks = tuple(d for d in self.downtracks if d is not downtrack)
+
+    def attach_source(self, track: Track) -> None:
+        """A (new) publisher track becomes the source; DownTracks restart on its first keyframe."""
+        self.source = track
+        self.cache = [None] * CACHE_SIZE
+        self.gop = []
+        for downtrack in self.downtracks:
+            downtrack.source_changed(track)
+        if self.kind == "video" and self.downtracks:
+            track.request_keyframe()
+
+    def detach_source(self, track: Track) -> None:
+        if self.source is track:
+            self.source = None
+            self.cache = [None] * CACHE_SIZE
+            self.gop = []
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def forward(self, packet: RtpPacket, keyframe: bool) -> None:
+        """Send one source packet to every DownTrack (design.md: synchronous, no await)."""
+        seq = packet.sequence_number
+        slot = seq & _CACHE_MASK
+        previous = self.cache[slot]
+        if previous is not None and previous.sequence_number == seq:
+            return  # duplicate (a retransmission that arrived twice)
+        self.cache[slot] = packet
+        self.packets += 1
+        if self.kind == "video":
+            self._remember_for_fast_start(packet, keyframe)
+        tails: dict[object, tuple[int, bytes, bytes]] = {}
+        for downtrack in self.downtracks:
+            try:
+                downtrack.send(packet, keyframe, tails)
+            except Exception:  # one broken viewer never stops the others
+                self.forward_errors += 1
+                log.exception("forwarding to %s failed", downtrack)
+
+    def _remember_for_fast_start(self, packet: RtpPacket, keyframe: bool) -> None:
+        gop = self.gop
+        if keyframe:
+            gop.clear()
+            gop.append(packet)
+            self.gop_started = time.monotonic()
+        elif gop:
+            if len(gop) >= GOP_MAX_PACKETS:
+                gop.clear()  # too long to replay; the next keyframe starts a fresh one
+                if self.source is not None:
+                    self.source.request_keyframe()
+            else:
+                gop.append(packet)
+
+    # -- joins and repairs ----------------------------------------------------------------------
+
+    def catch_up(self, downtrack: DownTrack) -> None:
+        """Fast start: replay the cached keyframe and what followed it to a new viewer at once."""
+        if self.source is None:
+            return
+        if self.kind != "video":
+            return  # audio starts with the next packet
+        gop = list(self.gop)
+        if not gop:
+            self.source.request_keyframe()
+            return
+        tails: dict[object, tuple[int, bytes, bytes]] = {}
+        for index, packet in enumerate(gop):
+            tails.clear()
+            downtrack.send(packet, index == 0, tails)
+        if time.monotonic() - self.gop_started > GOP_REFRESH_AGE:
+            # the next viewer should not replay an ever longer burst
+            self.source.request_keyframe()
+
+    def lookup(self, seq: int) -> RtpPacket | None:
+        """The cached source packet with this sequence number, if still held."""
+        packet = self.cache[seq & _CACHE_MASK]
+        if packet is not None and packet.sequence_number == seq:
+            return packet
+        return None
+
+    def request_keyframe(self) -> None:
+        if self.source is not None:
+            self.source.request_keyframe()

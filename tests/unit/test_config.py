@@ -1,0 +1,358 @@
+"""Config: flags > env > TOML > defaults, clear errors, publish-key checks, banner, addresses."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import pytest
+
+from relaycast import cli
+from relaycast.config import Config, ConfigError, load_config, valid_stream_name
+from relaycast.net import addresses
+
+
+def write_toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "relaycast.toml"
+    path.write_text(text)
+    return str(path)
+
+
+# -- defaults and precedence ---------------------------------------------------------------
+
+
+def test_defaults_without_any_source() -> None:
+    config = load_config({}, env={})
+    assert (config.host, config.port, config.udp_port) == ("127.0.0.1", 8080, 8443)
+    assert config.public_ips == ()
+    assert config.host_candidates is True
+    assert dict(config.stream_keys) == {}
+    assert config.ice_servers == ()
+    assert config.max_bitrate == 10_000_000
+    assert config.keyframe_interval == 0.5
+    assert config.consent_timeout == 30.0
+    assert config.log_level == "info"
+    # No keys configured: a random key is generated, long enough to resist guessing.
+    assert config.generated_key is not None and len(config.generated_key) >= 32
+    assert load_config({}, env={}).generated_key != config.generated_key
+
+
+def test_precedence_flags_over_env_over_toml(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        'host = "10.1.1.1"\nport = 1000\nudp_port = 1001\nlog_level = "debug"\n'
+        'public_ips = ["198.51.100.1"]\n',
+    )
+    env = {"RELAYCAST_PORT": "2000", "RELAYCAST_UDP_PORT": "2001"}
+    flags = {"port": 3000, "udp_port": None, "public_ip": None}
+
+    config = load_config(flags, env=env, toml_path=path)
+    assert config.port == 3000  # flag
+    assert config.udp_port == 2001  # env (flag not given)
+    assert config.host == "10.1.1.1"  # toml
+    assert config.log_level == "debug"  # toml
+    assert config.public_ips == ("198.51.100.1",)  # toml
+    assert config.keyframe_interval == 0.5  # default
+
+    assert load_config({}, env=env, toml_path=path).port == 2000
+    assert load_config({}, env={}, toml_path=path).port == 1000
+
+
+def test_lists_from_higher_level_replace_lower(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'public_ip = ["198.51.100.1", "198.51.100.2"]\n')
+    env = {"RELAYCAST_PUBLIC_IP": "203.0.113.7, 2001:db8::1"}
+    assert load_config({}, env=env, toml_path=path).public_ips == ("203.0.113.7", "2001:db8::1")
+    flags = {"public_ip": ["192.0.2.9"]}
+    assert load_config(flags, env=env, toml_path=path).public_ips == ("192.0.2.9",)
+    # An empty list from argparse means "not given".
+    assert load_config({"public_ip": []}, env=env).public_ips == ("203.0.113.7", "2001:db8::1")
+
+
+def test_stream_keys_from_each_source(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[stream_keys]\nlive = "from-toml"\nshow = "s3cret"\n')
+    config = load_config({}, env={}, toml_path=path)
+    assert dict(config.stream_keys) == {"live": "from-toml", "show": "s3cret"}
+    assert config.generated_key is None
+
+    env = {"RELAYCAST_STREAM_KEY": "live=from-env,b=x=y"}
+    config = load_config({}, env=env, toml_path=path)
+    assert dict(config.stream_keys) == {"live": "from-env", "b": "x=y"}
+
+    config = load_config({"stream_key": ["live=from-flag"]}, env=env, toml_path=path)
+    assert dict(config.stream_keys) == {"live": "from-flag"}
+
+
+def test_config_file_from_flag_or_env(tmp_path: Path) -> None:
+    a = write_toml(tmp_path, "port = 1111\n")
+    b = tmp_path / "b.toml"
+    b.write_text("port = 2222\n")
+    assert load_config({}, env={"RELAYCAST_CONFIG": a}).port == 1111
+    assert load_config({"config": str(b)}, env={"RELAYCAST_CONFIG": a}).port == 2222
+
+
+def test_booleans_and_numbers_from_env() -> None:
+    env = {
+        "RELAYCAST_HOST_CANDIDATES": "false",
+        "RELAYCAST_ICE_SERVER": "stun:stun.example.org:3478,turn:turn.example.org",
+        "RELAYCAST_MAX_BITRATE": "2500000",
+        "RELAYCAST_KEYFRAME_INTERVAL": "1.5",
+        "RELAYCAST_CONSENT_TIMEOUT": "12",
+        "RELAYCAST_LOG_LEVEL": "WARNING",
+    }
+    config = load_config({}, env=env)
+    assert config.host_candidates is False
+    assert config.ice_servers == ("stun:stun.example.org:3478", "turn:turn.example.org")
+    assert config.max_bitrate == 2_500_000
+    assert config.keyframe_interval == 1.5
+    assert config.consent_timeout == 12.0
+    assert config.log_level == "warning"
+    assert load_config({}, env={"RELAYCAST_HOST_CANDIDATES": "1"}).host_candidates is True
+
+
+def test_cli_parser_feeds_load_config() -> None:
+    args = cli.build_parser().parse_args(
+        [
+            "serve",
+            "--port",
+            "9000",
+            "--udp-port",
+            "9001",
+            "--public-ip",
+            "127.0.0.1",
+            "--public-ip",
+            "192.0.2.1",
+            "--stream-key",
+            "live=k1",
+            "--stream-key",
+            "b=k2",
+            "--no-host-candidates",
+            "--ice-server",
+            "stun:stun.example.org",
+            "--log-level",
+            "debug",
+        ]
+    )
+    config = load_config(args, env={"RELAYCAST_PORT": "1"})
+    assert (config.port, config.udp_port) == (9000, 9001)
+    assert config.public_ips == ("127.0.0.1", "192.0.2.1")
+    assert dict(config.stream_keys) == {"live": "k1", "b": "k2"}
+    assert config.host_candidates is False
+    assert config.ice_servers == ("stun:stun.example.org",)
+    assert config.log_level == "debug"
+    # Flags left out leave lower levels in charge.
+    args = cli.build_parser().parse_args(["serve"])
+    assert load_config(args, env={"RELAYCAST_HOST_CANDIDATES": "no"}).host_candidates is False
+
+
+def test_config_is_immutable() -> None:
+    config = load_config({"stream_key": ["live=a"]}, env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.stream_keys["live"] = "b"  # type: ignore[index]
+    # A dict given directly is copied, so the caller cannot change it afterwards.
+    keys = {"live": "a"}
+    direct = Config(stream_keys=keys)
+    keys["live"] = "changed"
+    assert direct.stream_keys["live"] == "a"
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {"RELAYCAST_PORT": "http"}, "RELAYCAST_PORT must be an integer"),
+        ({"port": 70000}, {}, "--port must be an integer between 0 and 65535"),
+        ({"udp_port": -1}, {}, "--udp-port must be an integer between 0 and 65535"),
+        ({"stream_key": ["live"]}, {}, "expected NAME=SECRET"),
+        ({"stream_key": ["live="]}, {}, "secret for stream 'live' is empty"),
+        ({"stream_key": ["a b=x"]}, {}, "stream name 'a b' is invalid"),
+        ({"stream_key": ["a=1", "a=2"]}, {}, "given a key twice"),
+        ({}, {"RELAYCAST_STREAM_KEY": "live:secret"}, "RELAYCAST_STREAM_KEY: expected NAME=SECRET"),
+        ({"public_ip": ["example.org"]}, {}, "not an IPv4 or IPv6 address"),
+        ({"ice_server": ["http://x"]}, {}, "not a STUN/TURN URL"),
+        ({}, {"RELAYCAST_HOST_CANDIDATES": "maybe"}, "must be true or false"),
+        ({}, {"RELAYCAST_LOG_LEVEL": "loud"}, "log_level must be one of"),
+        ({}, {"RELAYCAST_MAX_BITRATE": "0"}, "max_bitrate must be a positive"),
+        ({}, {"RELAYCAST_KEYFRAME_INTERVAL": "soon"}, "must be a number"),
+    ],
+)
+def test_bad_values_raise_config_error(
+    flags: dict[str, Any], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(flags, env=env)
+
+
+def test_toml_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bogus, prot"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, "prot = 1\nbogus = 2\n"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, "port = = 1\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config({}, env={}, toml_path=str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, 'stream_keys = "x"\n'))
+    with pytest.raises(ConfigError, match="secret for stream 'live' is empty"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, '[stream_keys]\nlive = ""\n'))
+    with pytest.raises(ConfigError, match="port must be an integer"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, 'port = "x"\n'))
+
+
+def test_config_error_is_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+# -- publish keys --------------------------------------------------------------------------
+
+
+def test_check_key_with_configured_keys() -> None:
+    config = load_config({"stream_key": ["live=test-key", "other=other-key"]}, env={})
+    assert config.key_for("live") == "test-key"
+    assert config.key_for("nope") is None
+    assert config.check_key("live", "test-key") is True
+    assert config.check_key("other", "other-key") is True
+    assert config.check_key("live", "other-key") is False  # another stream's key
+    assert config.check_key("live", "test-ke") is False  # prefix
+    assert config.check_key("live", "test-key ") is False
+    assert config.check_key("live", "") is False
+    assert config.check_key("nope", "test-key") is False  # unknown stream
+    assert config.check_key("live", "ключ") is False  # non-ASCII must not raise
+
+
+def test_generated_key_valid_for_any_stream_name() -> None:
+    config = load_config({}, env={})
+    key = config.generated_key
+    assert key is not None
+    assert config.check_key("live", key) is True
+    assert config.check_key("anything-else_1", key) is True
+    assert config.check_key("live", key[:-1]) is False
+    assert config.check_key("bad/name", key) is False  # not a stream name at all
+
+
+def test_check_key_uses_constant_time_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    config = Config(stream_keys={"live": "k"})
+    assert config.check_key("live", "k") is True
+    assert config.check_key("live", "x") is False
+    assert config.check_key("unknown", "k") is False  # still does a comparison
+    assert calls == [(b"k", b"k"), (b"x", b"k"), (b"k", b"k")]
+
+
+def test_configured_keys_disable_generated_key() -> None:
+    config = Config(stream_keys={"live": "k"}, generated_key="g")
+    assert config.generated_key is None
+    assert config.check_key("live", "g") is False
+
+
+def test_stream_name_rule() -> None:
+    assert valid_stream_name("live")
+    assert valid_stream_name("A-b_9" * 12 + "abcd")  # 64 chars
+    for bad in ("", "a" * 65, "a b", "a/b", "a.b", "ä", "live\n"):
+        assert not valid_stream_name(bad), bad
+
+
+# -- banner --------------------------------------------------------------------------------
+
+
+def test_banner_with_generated_key() -> None:
+    config = Config(port=8080, udp_port=8443, generated_key="GENKEY")
+    text = cli.format_banner(config, ["10.0.0.5", "203.0.113.7"])
+    lines = text.splitlines()
+    assert lines[0] == (
+        "relaycast listening: http://127.0.0.1:8080  media udp/8443 "
+        "(candidates: 10.0.0.5, 203.0.113.7)"
+    )
+    assert lines[1].startswith("publish: http://127.0.0.1:8080/publish/live ")
+    assert lines[1].endswith("WHIP: http://127.0.0.1:8080/whip/live")
+    assert lines[2].startswith("watch:   http://127.0.0.1:8080/watch/live ")
+    assert lines[2].endswith("WHEP: http://127.0.0.1:8080/whep/live")
+    assert lines[1].index("WHIP:") == lines[2].index("WHEP:")
+    assert lines[3] == "publish key (generated, valid for any stream): GENKEY"
+
+
+def test_banner_with_configured_keys_names_each_stream_and_hides_secrets() -> None:
+    config = Config(host="0.0.0.0", port=9000, stream_keys={"b": "secret-b", "a": "secret-a"})
+    text = cli.format_banner(config, ["192.0.2.1"])
+    assert "http://127.0.0.1:9000/publish/a" in text
+    assert "http://127.0.0.1:9000/whep/b" in text
+    assert "secret" not in text
+    assert "generated" not in text
+
+
+def test_ready_printer_uses_server_info(capsys: pytest.CaptureFixture[str]) -> None:
+    config = Config(port=0, udp_port=0, generated_key="K", host_candidates=False)
+    ready = cli._ready_printer(config)
+    ready(SimpleNamespace(http_port=41000, udp_port=42000, candidates=["127.0.0.1"]))
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:41000  media udp/42000 (candidates: 127.0.0.1)" in out
+    assert "K" in out.splitlines()[-1]
+
+
+def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--stream-key", "nokey"]) == 2
+    assert "relaycast: error: --stream-key: expected NAME=SECRET" in capsys.readouterr().err
+    assert cli.main([]) == 2  # no command: help
+
+
+# -- candidate addresses -------------------------------------------------------------------
+
+
+def fake_if_addrs() -> dict[str, list[SimpleNamespace]]:
+    def a(family: int, address: str) -> SimpleNamespace:
+        return SimpleNamespace(family=family, address=address)
+
+    return {
+        "lo": [a(socket.AF_INET, "127.0.0.1"), a(socket.AF_INET6, "::1")],
+        "eth0": [
+            a(socket.AF_INET, "10.0.0.5"),
+            a(socket.AF_INET6, "fe80::1%eth0"),
+            a(socket.AF_INET6, "2001:4860::5"),
+            a(socket.AF_INET6, "fd00::5"),  # unique local: not global
+            a(getattr(socket, "AF_PACKET", 17), "00:11:22:33:44:55"),
+        ],
+        "eth1": [a(socket.AF_INET, "169.254.3.3"), a(socket.AF_INET, "10.0.0.5")],
+    }
+
+
+def test_host_addresses_filters_loopback_link_local_and_duplicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(psutil, "net_if_addrs", fake_if_addrs)
+    assert addresses.host_addresses() == ["10.0.0.5", "2001:4860::5"]
+    assert addresses.host_addresses(include_loopback=True) == [
+        "127.0.0.1",
+        "10.0.0.5",
+        "::1",
+        "2001:4860::5",
+    ]
+
+
+def test_candidate_addresses_order_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "net_if_addrs", fake_if_addrs)
+    config = Config(public_ips=("203.0.113.7", "10.0.0.5"))
+    assert addresses.candidate_addresses(config) == ["203.0.113.7", "10.0.0.5", "2001:4860::5"]
+    off = Config(public_ips=("203.0.113.7",), host_candidates=False)
+    assert addresses.candidate_addresses(off) == ["203.0.113.7"]
+    assert addresses.candidate_addresses(Config(host_candidates=False)) == ["127.0.0.1"]
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: {})
+    assert addresses.candidate_addresses(Config()) == ["127.0.0.1"]
+
+
+def test_host_addresses_on_this_machine_are_usable() -> None:
+    for ip in addresses.host_addresses():
+        assert not ip.startswith(("127.", "169.254.", "fe80:")), ip
