@@ -62,8 +62,8 @@ async def run(config: Config, ready: Callable[[ServerInfo], None] | None = None)
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     try:
-        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001
-        http_port = sockets[0].getsockname()[1] if sockets else config.port
+        addresses = [a for a in runner.addresses if isinstance(a, tuple)]
+        http_port = int(addresses[0][1]) if addresses else config.port
         server = app[SERVER_KEY]
         if ready is not None:
             ready(ServerInfo(http_port, server.udp_port, list(server.candidates)))

@@ -16,6 +16,7 @@ import av
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
+    RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -73,7 +74,7 @@ async def publish(
     video_codec: str = "video/VP8",
     audio: bool = True,
 ) -> Publisher:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
     video = PatternTrack()
     pc.addTransceiver(video, direction="sendonly")
     if audio:
@@ -131,7 +132,7 @@ async def _consume(viewer: Viewer, track: MediaStreamTrack) -> None:
 
 
 async def view(base: str, stream: str, *, expect_status: int = 201) -> Viewer:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())

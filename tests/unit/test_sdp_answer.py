@@ -105,8 +105,9 @@ def test_rejected_application_section() -> None:
     )
     desc = parse_sdp(text)
     answer = build_answer(desc, negotiate_publish(desc), LOCAL)
-    assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n" in (
-        answer
+    assert (
+        "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n"
+        in (answer)
     )
     assert "a=group:BUNDLE 0 1\r\n" in answer
 
@@ -174,7 +175,9 @@ async def test_aiortc_publisher_accepts_our_answer(udp_port: int) -> None:
         await pc.setLocalDescription(await pc.createOffer())
         desc = parse_sdp(pc.localDescription.sdp)
         neg = negotiate_publish(desc)
-        await pc.setRemoteDescription(RTCSessionDescription(build_answer(desc, neg, local), "answer"))
+        await pc.setRemoteDescription(
+            RTCSessionDescription(build_answer(desc, neg, local), "answer")
+        )
         assert pc.signalingState == "stable"
         audio_t, video_t = pc.getTransceivers()
         assert audio_t.currentDirection == video_t.currentDirection == "sendonly"

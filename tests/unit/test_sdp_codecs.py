@@ -32,7 +32,9 @@ def test_h264_profiles(plid: str, profile: str) -> None:
     assert h264_profile(plid) == profile
 
 
-@pytest.mark.parametrize("plid", ["", "42e0", "zzzzzz", "42e01f00", "6e001f", "640400", "4d0101", "4d2029"])
+@pytest.mark.parametrize(
+    "plid", ["", "42e0", "zzzzzz", "42e01f00", "6e001f", "640400", "4d0101", "4d2029"]
+)
 def test_h264_profile_invalid(plid: str) -> None:
     assert h264_profile(plid) is None
 
@@ -48,8 +50,10 @@ def h264(pt: int, plid: str | None, mode: str | None = "1") -> Codec:
 
 def test_codec_keys() -> None:
     assert codec_key(Codec(96, "VP8", 90000)) == "vp8"
-    assert codec_key(h264(102, "42e01f")) == codec_key(h264(125, "42c032")) == (
-        "h264:constrained-baseline"
+    assert (
+        codec_key(h264(102, "42e01f"))
+        == codec_key(h264(125, "42c032"))
+        == ("h264:constrained-baseline")
     )
     assert codec_key(h264(102, None)) == "h264:constrained-baseline"  # libwebrtc default
     assert codec_key(h264(1, "640c1f")) == "h264:constrained-high"

@@ -34,8 +34,24 @@ lines = st.one_of(
     st.builds(
         lambda name, body: f"a={name}:{body}",
         st.sampled_from(
-            ["rtpmap", "fmtp", "rtcp-fb", "extmap", "ssrc", "ssrc-group", "ice-ufrag", "ice-pwd",
-             "fingerprint", "setup", "mid", "candidate", "group", "rid", "simulcast", "msid"]
+            [
+                "rtpmap",
+                "fmtp",
+                "rtcp-fb",
+                "extmap",
+                "ssrc",
+                "ssrc-group",
+                "ice-ufrag",
+                "ice-pwd",
+                "fingerprint",
+                "setup",
+                "mid",
+                "candidate",
+                "group",
+                "rid",
+                "simulcast",
+                "msid",
+            ]
         ),
         st.text(max_size=40),
     ),
@@ -67,9 +83,13 @@ def test_random_lines(body: list[str], sep: str, with_version: bool) -> None:
     text = sep.join((["v=0"] if with_version else []) + body)
     _exercise(text)
     try:
-        parse_sdpfrag(text)
-    except SdpError:
-        pass
+        ufrag, pwd, cands = parse_sdpfrag(text)
+    except SdpError as exc:
+        assert str(exc)
+    else:
+        assert all(c.startswith("candidate:") for c in cands)
+        assert ufrag is None or (4 <= len(ufrag) <= 256)
+        assert pwd is None or (22 <= len(pwd) <= 256)
 
 
 @settings(max_examples=200, deadline=None)

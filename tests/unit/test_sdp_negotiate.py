@@ -31,7 +31,9 @@ H264_CB = Codec(
     90000,
     fmtp={"packetization-mode": "1", "profile-level-id": "42e01f", "level-asymmetry-allowed": "1"},
 )
-H264_HIGH = Codec(100, "H264", 90000, fmtp={"packetization-mode": "1", "profile-level-id": "640c1f"})
+H264_HIGH = Codec(
+    100, "H264", 90000, fmtp={"packetization-mode": "1", "profile-level-id": "640c1f"}
+)
 OPUS = Codec(111, "opus", 48000, 2)
 
 
@@ -77,7 +79,10 @@ def test_publish_samples(name: str) -> None:
         assert nm.mid == m.mid and not nm.rejected
         assert len(nm.remote_ssrcs) == 1
         assert set(nm.extensions) <= {
-            URI_SDES_MID, URI_TRANSPORT_CC, URI_ABS_SEND_TIME, URI_AUDIO_LEVEL,
+            URI_SDES_MID,
+            URI_TRANSPORT_CC,
+            URI_ABS_SEND_TIME,
+            URI_AUDIO_LEVEL,
             URI_VIDEO_ORIENTATION,
         }
         for uri, ext_id in nm.extensions.items():
@@ -93,7 +98,9 @@ def test_publish_chrome_feedback_and_ssrcs() -> None:
     assert video is not None
     assert video.rtcp_fb == ["nack", "nack pli", "ccm fir", "transport-cc"]
     assert video.extensions == {
-        URI_TRANSPORT_CC: 3, URI_SDES_MID: 4, URI_VIDEO_ORIENTATION: 13,
+        URI_TRANSPORT_CC: 3,
+        URI_SDES_MID: 4,
+        URI_VIDEO_ORIENTATION: 13,
     }
     assert video.remote_ssrcs == [594926218]
     assert video.remote_rtx_ssrcs == {594926218: 1605171958}
@@ -138,7 +145,9 @@ def test_publish_rejects_application_and_extra_sections() -> None:
     )
     neg = negotiate_publish(parse_sdp(text))
     assert [(m.kind, m.rejected) for m in neg.media] == [
-        ("audio", False), ("video", False), ("application", True),
+        ("audio", False),
+        ("video", False),
+        ("application", True),
     ]
     assert neg.bundle_mids == ["0", "1"]
 
@@ -249,7 +258,7 @@ def test_play_codec_mismatch_explains() -> None:
 
 def test_play_rejects_sendonly_viewer_section() -> None:
     text = offer("aiortc_view.sdp").replace("a=recvonly", "a=sendonly")
-    with pytest.raises(NegotiationError, match="nothing to play: .* is sendonly"):
+    with pytest.raises(NegotiationError, match=r"nothing to play: .* is sendonly"):
         negotiate_play(parse_sdp(text), None)
 
 

@@ -154,13 +154,13 @@ class Publisher(Session):
             return packet, track
         rtx_media = self._rtx_pt.get(packet.payload_type)
         if rtx_media is not None:
-            track = self._by_mid.get(rtx_media.mid)
-            if track is None:
+            owner = self._by_mid.get(rtx_media.mid)
+            if owner is None:
                 return None
-            track.rtx_ssrc = packet.ssrc
-            self._rtx[packet.ssrc] = track
-            unwrapped = self._unwrap(packet, track)
-            return None if unwrapped is None else (unwrapped, track)
+            owner.rtx_ssrc = packet.ssrc
+            self._rtx[packet.ssrc] = owner
+            unwrapped = self._unwrap(packet, owner)
+            return None if unwrapped is None else (unwrapped, owner)
         self.bad_packets += 1
         return None
 

@@ -40,8 +40,7 @@ class UdpMux(asyncio.DatagramProtocol):
     # -- asyncio protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self.bytes_in += len(data)
