@@ -124,12 +124,12 @@ class MediaServer:
     def publish(self, name: str, offer: SessionDescription) -> Publisher:
         """WHIP: negotiate (NegotiationError), refuse a second live publisher (StreamBusy)."""
         negotiated = negotiate_publish(offer)
-        stream = self._stream(name)
-        current = stream.publisher
+        current = self.streams[name].publisher if name in self.streams else None
         if current is not None:
             if current.is_active(time.monotonic()):
                 raise StreamBusy(name)
-            current.close("replaced by a new publisher")
+            current.close("replaced by a new publisher")  # may drop an empty Stream
+        stream = self._stream(name)
         publisher = Publisher(self, stream, negotiated)
         publisher.answer = build_answer(offer, negotiated, self.local_transport(publisher))
         stream.publisher = publisher
