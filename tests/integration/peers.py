@@ -153,5 +153,3 @@ async def view(base: str, stream: str, *, expect_status: int = 201) -> Viewer:
 
     await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
     return viewer
-
-

@@ -6,7 +6,6 @@ import asyncio
 
 import aiohttp
 import pytest
-
 from tests.integration import peers
 
 pytestmark = pytest.mark.integration

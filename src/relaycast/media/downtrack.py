@@ -134,7 +134,9 @@ class DownTrack:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def send(self, packet: RtpPacket, keyframe: bool, tails: dict[object, tuple[int, bytes, bytes]]) -> None:
+    def send(
+        self, packet: RtpPacket, keyframe: bool, tails: dict[object, tuple[int, bytes, bytes]]
+    ) -> None:
         """Rewrite and send one packet; ``tails`` caches each layout's extension+payload bytes."""
         send_rtp = self.send_rtp
         if send_rtp is None or not self.compatible:
@@ -153,9 +155,12 @@ class DownTrack:
             tail = tails[layout] = (b0, ext, ext + packet.payload)
         seq = (packet.sequence_number + self.seq_offset) & 0xFFFF
         ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
-        data = _HEADER.pack(
-            tail[0], (0x80 if packet.marker else 0) | self.payload_type, seq, ts, self.ssrc
-        ) + tail[2]
+        data = (
+            _HEADER.pack(
+                tail[0], (0x80 if packet.marker else 0) | self.payload_type, seq, ts, self.ssrc
+            )
+            + tail[2]
+        )
         send_rtp(data)
         self.packets_sent += 1
         self.bytes_sent += len(data)

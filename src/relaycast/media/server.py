@@ -82,7 +82,9 @@ class MediaServer:
             self._mux.close()
             self._mux = None
 
-    async def _every(self, interval: float, tick: Callable[[float], None | Awaitable[None]]) -> None:
+    async def _every(
+        self, interval: float, tick: Callable[[float], Awaitable[None] | None]
+    ) -> None:
         while True:
             await asyncio.sleep(interval)
             try:

@@ -76,9 +76,11 @@ class DtlsCertificate:
         ctx.use_certificate(self._cert)
         ctx.use_privatekey(self._key)
         # ECDHE with ECDSA *and* RSA peers (GStreamer uses RSA certificates).
-        ctx.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                            b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                            b"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
+        ctx.set_cipher_list(
+            b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+            b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+            b"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA"
+        )
         ctx.set_tlsext_use_srtp(SRTP_PROFILES)
         return ctx
 

@@ -25,9 +25,13 @@ class SrtpContext:
 
     def __init__(self, keys: SrtpKeys) -> None:
         profile = _PROFILES[keys.profile]
-        inbound = Policy(key=keys.remote_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
+        inbound = Policy(
+            key=keys.remote_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile
+        )
         inbound.window_size = 1024
-        outbound = Policy(key=keys.local_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
+        outbound = Policy(
+            key=keys.local_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
+        )
         outbound.allow_repeat_tx = True
         self.profile = keys.profile
         self._rx = Session(policy=inbound)
