@@ -101,7 +101,7 @@ class MediaServer:
         timeout = self.config.consent_timeout
         for session in list(self.sessions.values()):
             if session.transport.consent_expired(now, timeout):
-                session.close("consent expired (no STUN for %.0f s)" % timeout)
+                session.close(f"consent expired (no STUN for {timeout:.0f} s)")
             elif isinstance(session, (Publisher, Subscriber)):
                 session.send_reports(now)
         for callback in self.on_tick:

@@ -7,6 +7,7 @@ unless the offer says ``a=setup:passive`` (FFmpeg's ``whip`` muxer), in which ca
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import logging
@@ -41,7 +42,7 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 
 
 def certificate_fingerprint(cert: x509.Certificate, algorithm: str = "sha-256") -> str:
-    """The ``a=fingerprint`` value of a certificate (RFC 8122 §5): upper-case hex pairs with colons."""
+    """The ``a=fingerprint`` value of a certificate (RFC 8122 §5): upper-case hex with colons."""
     digest = cert.fingerprint(_HASHES[algorithm]())
     return ":".join(f"{b:02X}" for b in digest)
 
@@ -175,10 +176,8 @@ class DtlsEndpoint:
             return
         self.closed = True
         if self.connected:
-            try:
+            with contextlib.suppress(SSL.Error):
                 self._conn.shutdown()
-            except SSL.Error:
-                pass
             self._flush()
 
     # -- internals ------------------------------------------------------------------------

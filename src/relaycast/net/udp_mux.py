@@ -11,6 +11,7 @@ counted: garbage on the port never reaches a session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -104,10 +105,8 @@ async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address],
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        try:
+        with contextlib.suppress(OSError):  # capped by the kernel, not fatal
             sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
-        except OSError:  # pragma: no cover - capped by the kernel, not fatal
-            pass
     sock.bind((host or "0.0.0.0", port))
     mux = UdpMux(on_stun)
     await loop.create_datagram_endpoint(lambda: mux, sock=sock)
