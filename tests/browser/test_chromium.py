@@ -59,13 +59,22 @@ STATS_JS = """async () => {
   return out;
 }"""
 
-# Viewer pages: remember when the <video> presents its first frame (ms since navigation).
+# Viewer pages: remember when the peer connection connects and when the <video> presents
+# its first frame (ms since navigation start).
 FIRST_FRAME_JS = """(() => {
   const timer = setInterval(() => {
     const video = document.querySelector("video");
-    if (!video || !video.requestVideoFrameCallback) return;
+    const pc = window.relaycast && window.relaycast.pc;
+    if (!video || !video.requestVideoFrameCallback || !pc) return;
     clearInterval(timer);
     video.requestVideoFrameCallback(() => { window.__firstFrameMs = performance.now(); });
+    const connected = () => {
+      if (pc.connectionState === "connected" && window.__connectedMs === undefined) {
+        window.__connectedMs = performance.now();
+      }
+    };
+    pc.addEventListener("connectionstatechange", connected);
+    connected();
   }, 5);
 })();"""
 
@@ -217,9 +226,13 @@ async def wait_live(page: Page, timeout: float = 30.0) -> None:
     assert state == "live", f"publisher page ended in {state}: {error}"
 
 
-async def first_frame_ms(page: Page) -> float | None:
-    value = await page.evaluate("() => window.__firstFrameMs ?? null")
-    return None if value is None else float(value)
+async def first_frame_ms(page: Page) -> str:
+    """ "connected at X ms, first frame at Y ms" after the viewer page's navigation start."""
+    times = await page.evaluate(
+        "() => [window.__connectedMs ?? null, window.__firstFrameMs ?? null]"
+    )
+    connected, first = (None if t is None else round(float(t)) for t in times)
+    return f"connected {connected} ms, first frame {first} ms"
 
 
 @asynccontextmanager
@@ -251,8 +264,8 @@ async def test_camera_to_three_viewers_and_constant_upload(
         rate_3, a3, b3 = await send_rate(publisher, 5.0)
 
         print(
-            f"\n[{codec}] viewer load -> first frame: {ttff} ms; late viewers: "
-            f"{[await first_frame_ms(v) for v in others]} ms"
+            f"\n[{codec}] viewer page load -> {ttff}; late viewers: "
+            f"{[await first_frame_ms(v) for v in others]}"
         )
         print(
             f"[{codec}] publisher video: 1 viewer {rate_1 / 1e3:.0f} kbit/s, "
@@ -317,7 +330,7 @@ async def test_bitrate_ramps_to_two_megabits(browser: Browser, relaycast_server:
                         break
             await asyncio.sleep(0.25)
 
-        last_t, last, available = samples[-1] if samples else (0.0, None, None)
+        _, last, available = samples[-1] if samples else (0.0, None, None)
         print(
             f"\n[ramp] best 2 s video rate {best / 1e6:.2f} Mbit/s; >= 2 Mbit/s after "
             f"{reached_after} s; targetBitrate {last.target_bitrate if last else None}; "

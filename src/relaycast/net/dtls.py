@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class DtlsCertificate:
             .sign(key, hashes.SHA256())
         )
         self.fingerprint = certificate_fingerprint(cert)
-        self._cert = crypto.X509.from_cryptography(cert)
-        self._key = crypto.PKey.from_cryptography_key(key)
+        # cryptography objects: pyOpenSSL deprecates passing its own X509/PKey wrappers
+        self._cert = cert
+        self._key = key
 
     def context(self) -> SSL.Context:
         """A fresh DTLS context that demands a client certificate (checked later by fingerprint)."""
@@ -202,10 +203,9 @@ class DtlsEndpoint:
         self._on_connected(keys)
 
     def _finish(self) -> SrtpKeys:
-        peer = self._conn.get_peer_certificate()
-        if peer is None:
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        if cert is None:
             raise DtlsError("peer sent no certificate")
-        cert = peer.to_cryptography()
         if not self._fingerprint_matches(cert):
             raise DtlsError("peer certificate does not match the SDP fingerprint")
         profile_raw = self._conn.get_selected_srtp_profile()
