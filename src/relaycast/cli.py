@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from relaycast.config import LOG_LEVELS, Config, ConfigError, load_config
+from relaycast.loadgen.command import add_bench_command
 
 __all__ = ["COMMANDS", "build_parser", "format_banner", "main"]
 
@@ -177,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- entry point ---------------------------------------------------------------------------
 
 #: Subcommand registrations, in help order.  Add ``add_bench_command`` here.
-COMMANDS: list[Callable[[Any], None]] = [add_serve_command]
+COMMANDS: list[Callable[[Any], None]] = [add_serve_command, add_bench_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

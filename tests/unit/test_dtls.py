@@ -7,6 +7,7 @@ by the test, so every flight is visible and nothing touches the network.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import struct
 import time
@@ -89,10 +90,8 @@ class OpenSslPeer:
         if not self.done:
             self.step()
         else:
-            try:
+            with contextlib.suppress(SSL.WantReadError, SSL.ZeroReturnError):
                 self.conn.recv(1500)
-            except (SSL.WantReadError, SSL.ZeroReturnError):
-                pass
 
     def outgoing(self) -> list[bytes]:
         out = []
@@ -175,7 +174,9 @@ def srtp_round_trip(a: SrtpKeys, b: SrtpKeys) -> None:
         assert ctx_a.unprotect(back) == rtp(seq + 100)
     assert ctx_b.unprotect_rtcp(ctx_a.protect_rtcp(rtcp_rr())) == rtcp_rr()
     # a packet protected with other keys is rejected, not silently accepted
-    stranger = SrtpContext(SrtpKeys(a.profile, local_key=b"\x01" * len(a.local_key), remote_key=a.remote_key))
+    stranger = SrtpContext(
+        SrtpKeys(a.profile, local_key=b"\x01" * len(a.local_key), remote_key=a.remote_key)
+    )
     with pytest.raises(SrtpError):
         ctx_b.unprotect(stranger.protect(rtp(50)))
 
@@ -346,9 +347,7 @@ def test_our_client_against_our_server(client_profiles: bytes) -> None:
 def test_our_client_rejects_server_with_wrong_fingerprint() -> None:
     server_cert, impostor = DtlsCertificate(), DtlsCertificate()
     client_cert = DtlsCertificate()
-    client, client_events = endpoint(
-        client_cert, [("sha-256", impostor.fingerprint)], client=True
-    )
+    client, client_events = endpoint(client_cert, [("sha-256", impostor.fingerprint)], client=True)
     server, server_events = endpoint(
         server_cert, [("sha-256", client_cert.fingerprint)], client=False
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,14 +24,19 @@ VP8_CONT = bytes([0x00, 0x01]) + b"c" * 100  # continuation of a frame
 
 
 class Wire:
-    """Collects what a DownTrack sends, and the RTCP a Track sends to the publisher."""
+    """Stands in for a viewer's transport (SRTP is identity here; tests/unit/test_srtp.py and
+    the integration tests cover the real one) and collects the RTCP a Track sends upstream."""
 
     def __init__(self) -> None:
         self.rtp: list[RtpPacket] = []
         self.rtcp: list[bytes] = []
+        self.addr = ("127.0.0.1", 9)
+        self.srtp = SimpleNamespace(protect=lambda data: data)
+        self.mux = SimpleNamespace(sock=SimpleNamespace(sendto=self.sendto))
 
-    def send_rtp(self, data: bytes) -> None:
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
         self.rtp.append(RtpPacket.parse(data))
+        return len(data)
 
     def send_rtcp(self, data: bytes) -> None:
         self.rtcp.append(data)
@@ -89,16 +96,17 @@ def source_packet(
     )
 
 
-def feed(track: Track, packets: list[RtpPacket], now: float = 100.0) -> None:
+def feed(track: Track, packets: list[RtpPacket], now: float | None = None) -> None:
+    """Deliver packets as the Publisher does (its clock is time.monotonic)."""
     for packet in packets:
-        track.on_packet(packet, now, len(bytes(packet)))
+        track.on_packet(packet, time.monotonic() if now is None else now, len(bytes(packet)))
 
 
 def test_viewer_starts_on_a_keyframe_and_rewrites_every_header_field() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)  # no GOP yet: asks for a keyframe
+    downtrack.activate(wire)  # type: ignore[arg-type]  # no GOP yet: asks for a keyframe
     assert any(isinstance(p, RtcpPli) for b in wire.rtcp for p in parse_compound(b))
     feed(track, [source_packet(10, 1000, VP8_DELTA), source_packet(11, 4000, VP8_KEY)])
     feed(
@@ -128,7 +136,7 @@ def test_fast_start_replays_the_cached_keyframe_and_what_followed() -> None:
     feed(track, [source_packet(3, 6000, VP8_DELTA), source_packet(4, 9000, VP8_DELTA)])
     wire.rtcp.clear()
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)
+    downtrack.activate(wire)  # type: ignore[arg-type]
     assert [p.payload for p in wire.rtp] == [VP8_KEY, VP8_DELTA, VP8_DELTA]
     assert not wire.rtcp  # no keyframe request: the cached one was enough
     feed(track, [source_packet(5, 12000, VP8_DELTA)])
@@ -140,7 +148,7 @@ def test_nack_is_answered_from_the_cache_as_rtx_with_the_original_sequence() -> 
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)
+    downtrack.activate(wire)  # type: ignore[arg-type]
     feed(track, [source_packet(100, 0, VP8_KEY), source_packet(101, 3000, VP8_DELTA)])
     lost = wire.rtp[1]
     downtrack.on_nack([lost.sequence_number, (lost.sequence_number + 50) & 0xFFFF])
@@ -157,7 +165,7 @@ def test_nack_without_rtx_resends_the_same_packet() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire, rtx=False)
-    downtrack.activate(wire.send_rtp)
+    downtrack.activate(wire)  # type: ignore[arg-type]
     feed(track, [source_packet(7, 0, VP8_KEY)])
     downtrack.on_nack([wire.rtp[0].sequence_number])
     assert bytes(wire.rtp[1]) == bytes(wire.rtp[0])
@@ -167,7 +175,7 @@ def test_a_new_publisher_continues_the_viewer_sequence_and_timestamps() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     first = make_track(forwarder, wire, ssrc=1)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)
+    downtrack.activate(wire)  # type: ignore[arg-type]
     feed(
         first,
         [source_packet(500, 90000, VP8_KEY, ssrc=1), source_packet(501, 93000, VP8_DELTA, ssrc=1)],
@@ -186,7 +194,7 @@ def test_duplicates_are_forwarded_once_and_older_packets_are_not_sent() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)
+    downtrack.activate(wire)  # type: ignore[arg-type]
     feed(track, [source_packet(20, 0, VP8_KEY), source_packet(20, 0, VP8_KEY)])
     feed(track, [source_packet(19, 0, VP8_CONT)])  # late packet from before our start
     assert len(wire.rtp) == 1
@@ -196,11 +204,12 @@ def test_sender_report_maps_the_publisher_ntp_rtp_pair() -> None:
     forwarder, wire = Forwarder("audio"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire.send_rtp)
-    feed(track, [source_packet(1, 48000, b"\x01" * 60)], now=100.0)
+    downtrack.activate(wire)  # type: ignore[arg-type]
+    now = time.monotonic()
+    feed(track, [source_packet(1, 48000, b"\x01" * 60)], now=now)
     ntp = 0x1234567800000000
-    track.stats.on_sender_report(RtcpSenderReport(1111, ntp, 48000, 1, 60, []), 100.0)
-    report = downtrack.sender_report(now=101.0, ntp_now=0)
+    track.stats.on_sender_report(RtcpSenderReport(1111, ntp, 48000, 1, 60, []), now)
+    report = downtrack.sender_report(now=now + 1.0, ntp_now=0)
     assert report is not None
     assert report.ssrc == 0xABCDEF01
     assert report.ntp_timestamp == ntp + (1 << 32)  # one second later on the publisher's clock
@@ -215,13 +224,28 @@ def test_a_failing_viewer_does_not_stop_the_others(viewers: int) -> None:
     track = make_track(forwarder, wire)
     broken = make_downtrack(forwarder, wire)
 
-    def explode(_: bytes) -> None:
-        raise OSError("gone")
+    class Broken(Wire):
+        def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+            raise OSError("gone")
 
-    broken.activate(explode)
+    broken.activate(Broken())  # type: ignore[arg-type]
     healthy = [make_downtrack(forwarder, wire) for _ in range(viewers)]
     for downtrack in healthy:
-        downtrack.activate(wire.send_rtp)
+        downtrack.activate(wire)  # type: ignore[arg-type]
     feed(track, [source_packet(1, 0, b"\x01" * 20)])
     assert len(wire.rtp) == viewers
-    assert forwarder.forward_errors == 1
+    assert broken.send_errors == 1 and broken.packets_sent == 0
+
+
+def test_a_long_stream_keeps_flowing_across_sequence_wrap_arounds() -> None:
+    forwarder, wire = Forwarder("audio"), Wire()
+    track = make_track(forwarder, wire)
+    downtrack = make_downtrack(forwarder, wire)
+    downtrack.activate(wire)  # type: ignore[arg-type]
+    sent = 0
+    for index in range(70_000):  # more than two sequence-number cycles
+        forwarder.forward(source_packet(index & 0xFFFF, index * 960, b"\x01"), False, 0.0)
+        sent += 1
+    assert downtrack.packets_sent == sent
+    assert len(wire.rtp) == sent
+    assert track.packets == 0  # forwarded directly, not through the Track

@@ -30,7 +30,17 @@ async def read_body(request: web.Request, content_type: str) -> str:
             "Unsupported Media Type",
             f"send the body as Content-Type: {content_type} (got {request.content_type or 'none'})",
         )
-    raw = await request.content.read(MAX_SDP_BYTES + 1)
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end
+    # (a body split over several TCP segments would otherwise be cut short).
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_SDP_BYTES:
+        chunk = await request.content.read(MAX_SDP_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    raw = b"".join(chunks)
     if len(raw) > MAX_SDP_BYTES:
         raise ProblemError(
             413, "Content Too Large", f"the body is limited to {MAX_SDP_BYTES} bytes"

@@ -13,16 +13,17 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relaycast.media.feedback.reports import SenderStats
+from relaycast.net.srtp import SrtpError
 from relaycast.rtp.packet import RtpPacket, build_extensions
 from relaycast.rtp.rtcp import RtcpSenderReport
 
 if TYPE_CHECKING:
     from relaycast.media.forwarder import Forwarder
     from relaycast.media.track import Track
+    from relaycast.net.transport import PeerTransport
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,18 @@ NTP_PER_SECOND = 1 << 32
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
-@dataclass(frozen=True)
 class ExtLayout:
     """The header extensions one viewer negotiated: ``(viewer id, uri, constant value)``.
 
     Viewers with equal layouts share the rewritten extension block of each packet, so the
-    block is built once per packet per layout, not once per viewer.
+    block is built once per packet per layout, not once per viewer. The Forwarder interns
+    equal layouts (:meth:`Forwarder.add`), so the per-packet cache is keyed by identity.
     """
 
-    items: tuple[tuple[int, str, bytes | None], ...]
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[tuple[int, str, bytes | None], ...]) -> None:
+        self.items = items
 
     def build(self, packet: RtpPacket, source_ids: dict[str, int]) -> tuple[int, bytes]:
         """(first header byte, extension block with its 4-byte header) for ``packet``."""
@@ -86,7 +90,10 @@ class DownTrack:
         self.clock_rate = clock_rate
         self.layout = layout
         self.cname = cname
-        self.send_rtp: Callable[[bytes], None] | None = None
+        # bound at activate(): libsrtp protect, the socket's sendto, the viewer's transport
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], int] | None = None
+        self._transport: PeerTransport | None = None
         self.started = False
         self.compatible = False  # until a source whose codec the viewer negotiated attaches
         self.payload_type = 0
@@ -94,15 +101,14 @@ class DownTrack:
         self._start_seq = 0
         self.seq_offset = 0
         self.ts_offset = 0
-        self._next_seq = secrets.randbits(15)  # RFC 3550 §5.1: random initial values
-        self._next_ts = secrets.randbits(31)
-        self.last_out_seq: int | None = None
-        self.last_out_ts = 0
-        self.last_sent = 0.0
+        # where our sequence/timestamp space continues after a source change (seq, ts, time)
+        self._resume: tuple[int, int, float] | None = None
         self._rtx_seq = secrets.randbits(15)
         self.stats = SenderStats(ssrc, clock_rate)
         self.packets_sent = 0
         self.bytes_sent = 0
+        self.payload_bytes = 0
+        self.send_errors = 0
         self.retransmitted = 0
         self.nack_misses = 0
         self.keyframe_requests = 0
@@ -112,10 +118,26 @@ class DownTrack:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def activate(self, send_rtp: Callable[[bytes], None]) -> None:
-        """The viewer's DTLS is up: start sending (from the next keyframe or the GOP cache)."""
-        self.send_rtp = send_rtp
+    def activate(self, transport: PeerTransport) -> None:
+        """The viewer's DTLS is up: start sending (from the GOP cache or the next keyframe)."""
+        if transport.srtp is None or transport.mux.sock is None:
+            return
+        self._transport = transport
+        self._protect = transport.srtp.protect
+        self._sendto = transport.mux.sock.sendto
         self.forwarder.catch_up(self)
+
+    def source_lost(self) -> None:
+        """The source goes away: remember where our sequence and timestamps continue."""
+        forwarder = self.forwarder
+        if self.started and forwarder.newest is not None:
+            newest = forwarder.newest
+            self._resume = (
+                (newest.sequence_number + self.seq_offset) & 0xFFFF,
+                (newest.timestamp + self.ts_offset) & 0xFFFFFFFF,
+                forwarder.newest_at,
+            )
+        self.started = False
 
     def source_changed(self, track: Track) -> None:
         """A new publisher track: wait for its keyframe, keep our own SSRC/sequence space."""
@@ -129,67 +151,83 @@ class DownTrack:
             log.warning("%s cannot play %s: the viewer did not negotiate it", self, track.codec_key)
 
     def close(self) -> None:
-        self.send_rtp = None
+        self._protect = self._sendto = self._transport = None
         self.forwarder.remove(self)
 
     # -- the hot path ---------------------------------------------------------------------------
 
     def send(
-        self, packet: RtpPacket, keyframe: bool, tails: dict[object, tuple[int, bytes, bytes]]
+        self, packet: RtpPacket, keyframe: bool, tails: dict[int, tuple[int, bytes, bytes]]
     ) -> None:
-        """Rewrite and send one packet; ``tails`` caches each layout's extension+payload bytes."""
-        send_rtp = self.send_rtp
-        if send_rtp is None or not self.compatible:
+        """Rewrite, protect and send one packet; ``tails`` caches each layout's ext+payload."""
+        protect = self._protect
+        if protect is None or not self.compatible:
             return
         if not self.started:
             if self.kind == "video" and not keyframe:
                 return
             self._start(packet)
-        elif (packet.sequence_number - self._start_seq) & 0xFFFF > 0x8000:
-            return  # older than our starting point
+        else:
+            delta = (packet.sequence_number - self._start_seq) & 0xFFFF
+            if delta > 0x8000:
+                return  # older than our starting point
+            if delta > 0x4000:  # let the floor follow the stream across wrap-arounds
+                self._start_seq = (packet.sequence_number - 0x2000) & 0xFFFF
         layout = self.layout
-        tail = tails.get(layout)
+        tail = tails.get(id(layout))
         if tail is None:
             source = self.forwarder.source
             b0, ext = layout.build(packet, source.ext_ids if source is not None else {})
-            tail = tails[layout] = (b0, ext, ext + packet.payload)
-        seq = (packet.sequence_number + self.seq_offset) & 0xFFFF
-        ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
-        data = (
+            tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
+        data = protect(
             _HEADER.pack(
-                tail[0], (0x80 if packet.marker else 0) | self.payload_type, seq, ts, self.ssrc
+                tail[0],
+                (0x80 if packet.marker else 0) | self.payload_type,
+                (packet.sequence_number + self.seq_offset) & 0xFFFF,
+                (packet.timestamp + self.ts_offset) & 0xFFFFFFFF,
+                self.ssrc,
             )
             + tail[2]
         )
-        send_rtp(data)
+        try:
+            self._sendto(data, self._transport.addr)  # type: ignore[misc, union-attr, arg-type]
+        except OSError:  # a full socket buffer or a vanished route: the viewer NACKs
+            self.send_errors += 1
+            return
         self.packets_sent += 1
         self.bytes_sent += len(data)
-        self.stats.on_sent(len(packet.payload))
-        if self.last_out_seq is None or ((seq - self.last_out_seq) & 0xFFFF) < 0x8000:
-            self.last_out_seq = seq
-            self.last_out_ts = ts
-            self.last_sent = time.monotonic()
+        self.payload_bytes += len(packet.payload)
 
     def _start(self, packet: RtpPacket) -> None:
         """Choose offsets so that our sequence and timestamps continue where they left off."""
-        if self.last_out_seq is None:
-            first_seq, first_ts = self._next_seq, self._next_ts
+        if self._resume is None:
+            first_seq, first_ts = secrets.randbits(15), secrets.randbits(31)  # RFC 3550 §5.1
         else:
-            elapsed = max(time.monotonic() - self.last_sent, 0.001)
-            first_seq = (self.last_out_seq + 1) & 0xFFFF
-            first_ts = (self.last_out_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+            last_seq, last_ts, last_at = self._resume
+            elapsed = max(time.monotonic() - last_at, 0.001)
+            first_seq = (last_seq + 1) & 0xFFFF
+            first_ts = (last_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
         self.seq_offset = (first_seq - packet.sequence_number) & 0xFFFF
         self.ts_offset = (first_ts - packet.timestamp) & 0xFFFFFFFF
         self._start_seq = packet.sequence_number
         self.started = True
 
+    def _send_now(self, data: bytes) -> None:
+        """Protect and send one packet outside the hot loop (retransmissions)."""
+        protect, sendto, transport = self._protect, self._sendto, self._transport
+        if protect is None or sendto is None or transport is None or transport.addr is None:
+            return
+        try:
+            sendto(protect(data), transport.addr)
+        except (OSError, SrtpError, ValueError):
+            self.send_errors += 1
+
     # -- RTCP from the viewer -------------------------------------------------------------------
 
     def on_nack(self, lost: list[int]) -> None:
         """Answer a viewer's NACK (RFC 4585 §6.2.1) from the cache, as RTX when negotiated."""
-        send_rtp = self.send_rtp
         source = self.forwarder.source
-        if send_rtp is None or not self.started or source is None:
+        if self._protect is None or not self.started or source is None:
             return
         for out_seq in lost:
             packet = self.forwarder.lookup((out_seq - self.seq_offset) & 0xFFFF)
@@ -209,7 +247,7 @@ class DownTrack:
             else:
                 header = _HEADER.pack(b0, marker | self.payload_type, out_seq, ts, self.ssrc)
                 data = header + ext + packet.payload
-            send_rtp(data)
+            self._send_now(data)
             self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:
@@ -231,4 +269,6 @@ class DownTrack:
             # no SR from the publisher (yet): map our own clock to its last packet
             ntp = ntp_now
             source_rtp = source.last_timestamp + int((now - source.last_arrival) * self.clock_rate)
+        self.stats.packet_count = self.packets_sent
+        self.stats.octet_count = self.payload_bytes
         return self.stats.sender_report(now, ntp, (source_rtp + self.ts_offset) & 0xFFFFFFFF)

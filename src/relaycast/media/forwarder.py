@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from relaycast.media.downtrack import ExtLayout
 from relaycast.rtp.packet import RtpPacket
 
 if TYPE_CHECKING:
@@ -41,10 +42,15 @@ class Forwarder:
         self.gop_started = 0.0
         self.forward_errors = 0
         self.packets = 0
+        self.newest: RtpPacket | None = None  # highest sequence number of the current source
+        self.newest_at = 0.0
+        self._layouts: dict[tuple[tuple[int, str, bytes | None], ...], ExtLayout] = {}
 
     # -- membership -----------------------------------------------------------------------------
 
     def add(self, downtrack: DownTrack) -> None:
+        """Join the fan-out; equal extension layouts are shared so they are built once."""
+        downtrack.layout = self._layouts.setdefault(downtrack.layout.items, downtrack.layout)
         self.downtracks = (*self.downtracks, downtrack)
 
     def remove(self, downtrack: DownTrack) -> None:
@@ -52,9 +58,9 @@ class Forwarder:
 
     def attach_source(self, track: Track) -> None:
         """A (new) publisher track becomes the source; DownTracks restart on its first keyframe."""
+        if self.source is not None:
+            self.detach_source(self.source)
         self.source = track
-        self.cache = [None] * CACHE_SIZE
-        self.gop = []
         for downtrack in self.downtracks:
             downtrack.source_changed(track)
         if self.kind == "video" and self.downtracks:
@@ -62,13 +68,16 @@ class Forwarder:
 
     def detach_source(self, track: Track) -> None:
         if self.source is track:
+            for downtrack in self.downtracks:
+                downtrack.source_lost()
             self.source = None
             self.cache = [None] * CACHE_SIZE
             self.gop = []
+            self.newest = None
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def forward(self, packet: RtpPacket, keyframe: bool) -> None:
+    def forward(self, packet: RtpPacket, keyframe: bool, now: float) -> None:
         """Send one source packet to every DownTrack (design.md: synchronous, no await)."""
         seq = packet.sequence_number
         slot = seq & _CACHE_MASK
@@ -77,9 +86,13 @@ class Forwarder:
             return  # duplicate (a retransmission that arrived twice)
         self.cache[slot] = packet
         self.packets += 1
+        newest = self.newest
+        if newest is None or (seq - newest.sequence_number) & 0xFFFF < 0x8000:
+            self.newest = packet
+            self.newest_at = now
         if self.kind == "video":
             self._remember_for_fast_start(packet, keyframe)
-        tails: dict[object, tuple[int, bytes, bytes]] = {}
+        tails: dict[int, tuple[int, bytes, bytes]] = {}
         for downtrack in self.downtracks:
             try:
                 downtrack.send(packet, keyframe, tails)
@@ -113,7 +126,7 @@ class Forwarder:
         if not gop:
             self.source.request_keyframe()
             return
-        tails: dict[object, tuple[int, bytes, bytes]] = {}
+        tails: dict[int, tuple[int, bytes, bytes]] = {}
         for index, packet in enumerate(gop):
             tails.clear()
             downtrack.send(packet, index == 0, tails)

@@ -80,7 +80,7 @@ class Subscriber(Session):
 
     def on_connected(self) -> None:
         for downtrack in self.downtracks:
-            downtrack.activate(self.transport.send_rtp)
+            downtrack.activate(self.transport)
 
     def on_rtp(self, data: bytes) -> None:
         self.bad_packets += 1  # viewers are receive-only

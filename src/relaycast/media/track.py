@@ -74,7 +74,7 @@ class Track:
                 self.keyframes.keyframe_received(now)
         self.last_timestamp = packet.timestamp
         self.last_arrival = now
-        self.forwarder.forward(packet, keyframe)
+        self.forwarder.forward(packet, keyframe, now)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, coalesced to one per interval (RFC 4585 §6.3.1)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pylibsrtp import Error as LibSrtpError
 from pylibsrtp import Policy, Session
+from pylibsrtp._binding import ffi, lib
 
 from relaycast.net.dtls import SrtpKeys
 
@@ -14,13 +17,48 @@ _PROFILES = {
 
 SrtpError = LibSrtpError
 
+# RFC 3711 §3.1 / RFC 7714 §8: the auth tag (or GCM tag) is at most 16 bytes; libsrtp reserves
+# SRTP_MAX_TRAILER_LEN for tag + MKI, so keep that much room in the working buffer.
+_MAX_TRAILER = 144
+# NACKed packets are resent with their sequence number up to the Forwarder's cache depth.
+REPLAY_WINDOW = 1024
+
+
+def fast_protect(session: Session) -> Callable[[bytes], bytes]:
+    """``session.protect`` without pylibsrtp's per-call allocations; identical output.
+
+    The fan-out protects every packet once per viewer, so the wrapper's cost matters
+    (bench/fanout.py). This calls libsrtp's ``srtp_protect`` on the session's own buffer with
+    a length cell allocated once. It relies on pylibsrtp 1.0 internals (pinned in
+    pyproject.toml); tests/unit/test_srtp.py checks it byte for byte against ``protect``.
+    """
+    context = session._srtp[0]
+    cdata = session._cdata
+    view = session._buffer
+    limit = len(view) - _MAX_TRAILER
+    length = ffi.new("int *")
+    protect = lib.srtp_protect
+
+    def run(packet: bytes) -> bytes:
+        size = len(packet)
+        if size > limit:
+            raise ValueError(f"packet of {size} bytes is too long to protect")
+        view[0:size] = packet
+        length[0] = size
+        status = protect(context, cdata, length)
+        if status:
+            raise SrtpError(f"srtp_protect failed with status {status}")
+        return view[0 : length[0]]  # type: ignore[no-any-return]
+
+    return run
+
 
 class SrtpContext:
     """One inbound and one outbound SRTP session for a DTLS association.
 
-    ``protect``/``unprotect`` are the bound libsrtp methods themselves, so the hot path pays
-    no Python call in between. Outbound allows repeated transmission so that NACKed packets
-    can be resent with their original sequence number when RTX is not negotiated.
+    ``protect``/``unprotect`` are plain callables bound once, so the hot path pays no extra
+    Python call. Outbound allows repeated transmission so that NACKed packets can be resent
+    with their original sequence number when RTX is not negotiated.
     """
 
     def __init__(self, keys: SrtpKeys) -> None:
@@ -28,15 +66,16 @@ class SrtpContext:
         inbound = Policy(
             key=keys.remote_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile
         )
-        inbound.window_size = 1024
+        inbound.window_size = REPLAY_WINDOW
         outbound = Policy(
             key=keys.local_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
         )
         outbound.allow_repeat_tx = True
+        outbound.window_size = REPLAY_WINDOW
         self.profile = keys.profile
         self._rx = Session(policy=inbound)
         self._tx = Session(policy=outbound)
-        self.protect = self._tx.protect
-        self.protect_rtcp = self._tx.protect_rtcp
-        self.unprotect = self._rx.unprotect
-        self.unprotect_rtcp = self._rx.unprotect_rtcp
+        self.protect: Callable[[bytes], bytes] = fast_protect(self._tx)
+        self.protect_rtcp: Callable[[bytes], bytes] = self._tx.protect_rtcp
+        self.unprotect: Callable[[bytes], bytes] = self._rx.unprotect
+        self.unprotect_rtcp: Callable[[bytes], bytes] = self._rx.unprotect_rtcp

@@ -39,7 +39,7 @@ class PeerTransport:
         on_connected: Callable[[], None],
         on_closed: Callable[[str], None],
     ) -> None:
-        self._mux = mux
+        self.mux = mux
         self._ice = ice
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
@@ -88,7 +88,7 @@ class PeerTransport:
             self._old_credentials = None
         if addr not in self._validated:
             self._validated.add(addr)
-            self._mux.bind(addr, self)
+            self.mux.bind(addr, self)
         if self.addr is None or (use_candidate and addr != self.addr):
             self.addr = addr
         if self.dtls.is_client and not self.dtls.connected:
@@ -148,15 +148,15 @@ class PeerTransport:
 
     def send_rtp(self, packet: bytes) -> None:
         if self.srtp is not None and self.addr is not None:
-            self._mux.sendto(self.srtp.protect(packet), self.addr)
+            self.mux.sendto(self.srtp.protect(packet), self.addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         if self.srtp is not None and self.addr is not None:
-            self._mux.sendto(self.srtp.protect_rtcp(packet), self.addr)
+            self.mux.sendto(self.srtp.protect_rtcp(packet), self.addr)
 
     def _send_raw(self, data: bytes) -> None:
         if self.addr is not None:
-            self._mux.sendto(data, self.addr)
+            self.mux.sendto(data, self.addr)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class PeerTransport:
         if self._old_credentials is not None:
             self._ice.unregister(self._old_credentials[0], self)
         for addr in self._validated:
-            self._mux.unbind(addr, self)
+            self.mux.unbind(addr, self)
         self._validated.clear()
         self.srtp = None
         self._on_closed(reason)

@@ -1,4 +1,5 @@
-// Quality presets the streamer picks before going live (the quality is fixed for the session).
+// Quality presets the streamer picks before going live, and may switch while live
+// (capture constraints + the sender's encoding parameters, no reconnection).
 
 export const PRESETS = Object.freeze({
   "360p": Object.freeze({ width: 640, height: 360, fps: 30, bitrate: 800_000 }),
@@ -14,22 +15,7 @@ export function presetByName(name) {
   return PRESETS[name] ? { name, ...PRESETS[name] } : { name: DEFAULT_PRESET, ...PRESETS[DEFAULT_PRESET] };
 }
 
-/**
- * Downlink estimate in Mbps from the Network Information API (Chromium only), else 4.
- * (The design notes' version read an undefined variable in its effectiveType branch.)
- */
-export function detectConnectionSpeed(nav = globalThis.navigator) {
-  const conn = nav?.connection;
-  if (conn && typeof conn.downlink === "number" && conn.downlink > 0) return conn.downlink;
-  const byType = { "slow-2g": 0.5, "2g": 1, "3g": 3, "4g": 10 };
-  if (conn?.effectiveType && byType[conn.effectiveType] !== undefined) return byType[conn.effectiveType];
-  return 4;
-}
-
-/** The largest preset whose bitrate fits in ~70 % of `mbps` of upload. */
-export function suggestPreset(mbps) {
-  const budget = mbps * 1e6 * 0.7;
-  let best = "360p";
-  for (const [name, p] of Object.entries(PRESETS)) if (p.bitrate <= budget) best = name;
-  return best;
+export function presetLabel(name) {
+  const p = PRESETS[name];
+  return `${name} · ${p.fps} fps · ${p.bitrate / 1e6} Mbit/s`;
 }

@@ -1,39 +1,83 @@
 // getStats() sampling with bitrates computed from deltas between two samples
-// (bytes over elapsed time between reports, not over the epoch timestamp).
+// (bytes over the time between the two reports, not over the epoch timestamp as in the
+// design notes' snippet).
 
 /** Tracks one direction ("outbound-rtp" or "inbound-rtp") of a peer connection. */
 export class RtpStatsSampler {
   constructor(pc, type = "outbound-rtp") {
     this.pc = pc;
     this.type = type;
-    this.prev = new Map(); // report id -> {bytes, timestamp}
+    this.prev = new Map(); // report id -> previous raw stats
   }
 
-  /** One sample: {video: {...}, audio: {...}} with kbps from the previous sample. */
+  /**
+   * One sample: {video, audio, remote, pair, codecs} with kbps and per-interval loss from
+   * the previous sample. `remote` is the remote-inbound-rtp of the video (the server's
+   * receiver reports), `pair` the selected candidate pair.
+   */
   async sample() {
-    const out = { video: null, audio: null };
+    const out = { video: null, audio: null, remote: null, pair: null, at: performance.now() };
     const report = await this.pc.getStats();
+    const codecs = new Map();
     report.forEach((s) => {
-      if (s.type !== this.type) return;
+      if (s.type === "codec") codecs.set(s.id, s.mimeType);
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        out.pair = {
+          availableOutgoingBitrate: s.availableOutgoingBitrate ?? null,
+          rtt: s.currentRoundTripTime ?? null,
+        };
+      }
+    });
+    report.forEach((s) => {
       const kind = s.kind || s.mediaType;
+      if (s.type === "remote-inbound-rtp" && kind === "video") {
+        out.remote = {
+          fractionLost: s.fractionLost ?? null,
+          packetsLost: s.packetsLost ?? null,
+          rtt: s.roundTripTime ?? null,
+          jitter: s.jitter ?? null,
+        };
+      }
+      if (s.type !== this.type) return;
       if (kind !== "video" && kind !== "audio") return;
-      const bytes = this.type === "outbound-rtp" ? s.bytesSent : s.bytesReceived;
+      const inbound = this.type === "inbound-rtp";
+      const bytes = inbound ? s.bytesReceived : s.bytesSent;
+      const packets = inbound ? s.packetsReceived : s.packetsSent;
       const prev = this.prev.get(s.id);
-      this.prev.set(s.id, { bytes, timestamp: s.timestamp });
+      this.prev.set(s.id, s);
       let kbps = null;
+      let lossPercent = null;
+      let jitterBufferMs = null;
       if (prev && s.timestamp > prev.timestamp) {
-        kbps = ((bytes - prev.bytes) * 8) / (s.timestamp - prev.timestamp); // bits/ms = kbit/s
+        kbps = ((bytes - (inbound ? prev.bytesReceived : prev.bytesSent)) * 8) / (s.timestamp - prev.timestamp);
+        if (inbound) {
+          const lost = Math.max(0, (s.packetsLost ?? 0) - (prev.packetsLost ?? 0));
+          const got = Math.max(0, packets - prev.packetsReceived);
+          lossPercent = lost + got > 0 ? (100 * lost) / (lost + got) : 0;
+          const emitted = (s.jitterBufferEmittedCount ?? 0) - (prev.jitterBufferEmittedCount ?? 0);
+          if (emitted > 0) {
+            jitterBufferMs = (1000 * ((s.jitterBufferDelay ?? 0) - (prev.jitterBufferDelay ?? 0))) / emitted;
+          }
+        }
       }
       out[kind] = {
         kbps,
         bytes,
-        packets: this.type === "outbound-rtp" ? s.packetsSent : s.packetsReceived,
+        packets,
         packetsLost: s.packetsLost ?? 0,
+        lossPercent,
         width: s.frameWidth ?? null,
         height: s.frameHeight ?? null,
         fps: s.framesPerSecond ?? null,
-        frames: s.framesSent ?? s.framesDecoded ?? null,
+        frames: (inbound ? s.framesDecoded : s.framesSent) ?? null,
         jitter: s.jitter ?? null,
+        jitterBufferMs,
+        jitterBufferTarget: s.jitterBufferTargetDelay ?? null,
+        freezes: s.freezeCount ?? null,
+        freezeSeconds: s.totalFreezesDuration ?? null,
+        codec: codecs.get(s.codecId) ?? null,
+        qualityLimitationReason: s.qualityLimitationReason ?? null,
+        targetBitrate: s.targetBitrate ?? null,
       };
     });
     return out;

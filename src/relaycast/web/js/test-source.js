@@ -3,6 +3,10 @@
 // Video: moving shapes, a clock and a frame counter over coarse random noise, so the
 // encoder has real work to do and actually spends the configured bitrate.
 // Audio: a 440 Hz tone with a short 880 Hz beep every second (WebAudio).
+// A machine-readable clock (timecode.js) at the top of each frame lets the viewer page
+// measure glass-to-glass delay; `clock` gives the time to draw (the server's clock).
+
+import { drawTimecode } from "./timecode.js";
 
 /** xorshift32: cheap noise without allocating per pixel. */
 function makeRng(seed = 0x9e3779b9) {
@@ -16,23 +20,36 @@ function makeRng(seed = 0x9e3779b9) {
 }
 
 /**
- * @param {{width:number, height:number, fps:number, audio?:boolean}} options
- * @returns {{stream: MediaStream, stop: () => void}}
+ * @param {{width:number, height:number, fps:number, audio?:boolean, clock?: () => number}} options
+ * @returns {{stream: MediaStream, canvas: HTMLCanvasElement, resize: Function, stop: () => void}}
  */
-export function createTestSource({ width = 1280, height = 720, fps = 30, audio = true } = {}) {
+export function createTestSource({
+  width = 1280,
+  height = 720,
+  fps = 30,
+  audio = true,
+  clock = () => Date.now(),
+} = {}) {
   const canvas = document.createElement("canvas");
-  canvas.width = width;
-  canvas.height = height;
   const ctx = canvas.getContext("2d", { alpha: false });
+  const noise = document.createElement("canvas");
+  const nctx = noise.getContext("2d");
+  let img;
+  let px;
+  const rand = makeRng();
 
   // Noise is drawn from a small tile scaled up (blocks of ~8 px): cheap to make, hard to encode.
-  const noise = document.createElement("canvas");
-  noise.width = Math.max(16, Math.round(width / 8));
-  noise.height = Math.max(9, Math.round(height / 8));
-  const nctx = noise.getContext("2d");
-  const img = nctx.createImageData(noise.width, noise.height);
-  const px = new Uint32Array(img.data.buffer);
-  const rand = makeRng();
+  function setSize(w, h) {
+    width = w;
+    height = h;
+    canvas.width = width;
+    canvas.height = height;
+    noise.width = Math.max(16, Math.round(width / 8));
+    noise.height = Math.max(9, Math.round(height / 8));
+    img = nctx.createImageData(noise.width, noise.height);
+    px = new Uint32Array(img.data.buffer);
+  }
+  setSize(width, height);
 
   let frame = 0;
   const start = performance.now();
@@ -61,14 +78,15 @@ export function createTestSource({ width = 1280, height = 720, fps = 30, audio =
     ctx.fillStyle = "#ffffff";
     ctx.font = `bold ${Math.round(height / 12)}px monospace`;
     ctx.textBaseline = "middle";
-    const clock = new Date().toISOString().slice(11, 23);
-    ctx.fillText(`relaycast ${clock}`, width * 0.04, height * 0.8);
+    const wallClock = new Date(clock()).toISOString().slice(11, 23);
+    ctx.fillText(`relaycast ${wallClock}`, width * 0.04, height * 0.8);
     ctx.font = `${Math.round(height / 20)}px monospace`;
     ctx.fillText(`frame ${frame}  ${width}x${height}@${fps}`, width * 0.04, height * 0.92);
+    drawTimecode(ctx, width, height, clock());
     frame++;
   }
   draw();
-  const timer = setInterval(draw, 1000 / fps);
+  let timer = setInterval(draw, 1000 / fps);
   const stream = canvas.captureStream(fps);
 
   let audioCtx = null;
@@ -97,6 +115,14 @@ export function createTestSource({ width = 1280, height = 720, fps = 30, audio =
   return {
     stream,
     canvas,
+    /** Switch size and frame rate in place: the same track, so a live sender keeps going. */
+    resize(w, h, newFps = fps) {
+      setSize(w, h);
+      fps = newFps;
+      clearInterval(timer);
+      timer = setInterval(draw, 1000 / fps);
+      draw();
+    },
     stop() {
       clearInterval(timer);
       for (const track of stream.getTracks()) track.stop();
