@@ -2,13 +2,12 @@
 
 The path measured is the production one, built from the real classes:
 ``Forwarder.forward()`` -> ``DownTrack.send()`` (SSRC / payload type / sequence / timestamp /
-header-extension rewrite) -> ``PeerTransport.send_rtp`` -> ``SrtpContext.protect`` (libsrtp,
-AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80) -> ``UdpMux.sendto`` -> a real ``sendto(2)`` to a
+header-extension rewrite) -> ``SrtpContext.protect`` (libsrtp,
+AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80) -> the media socket's ``sendto(2)`` to a
 socket bound on 127.0.0.1.
 
-Three modes split the cost: ``full`` (everything), ``no-send`` (the UDP mux is replaced by one
-that drops the datagram: rewrite + SRTP) and ``rewrite`` (the DownTrack's ``send_rtp`` discards
-the bytes: Forwarder + DownTrack only). Nothing is subtracted; each number is the wall time of
+Three modes split the cost: ``full`` (everything), ``no-send`` (the DownTrack's sendto drops the
+datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send: Forwarder + DownTrack only). Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
     python bench/fanout.py --viewers 1,10,50,200,500 --packets 2000 --profile gcm
@@ -146,15 +145,24 @@ def packets_per_second(avg_video_payload: float) -> tuple[float, float]:
 # -- the rig -------------------------------------------------------------------------------------
 
 
-class NullMux(UdpMux):
-    """A UdpMux whose sendto drops the datagram: the ``no-send`` mode."""
-
-    def sendto(self, data: bytes, addr: Address) -> None:
-        pass
-
-
 def _discard(data: bytes) -> None:
     pass
+
+
+def _null_sendto(data: bytes, addr: Address) -> int:
+    return len(data)
+
+
+def _bind(downtrack: DownTrack, transport: PeerTransport, mux: UdpMux, mode: str) -> None:
+    """Wire a DownTrack as ``DownTrack.activate`` does, minus the SRTP or the send per mode."""
+    assert transport.srtp is not None and mux.sock is not None
+    downtrack._transport = transport
+    downtrack._protect = _identity if mode == "rewrite" else transport.srtp.protect
+    downtrack._sendto = mux.sock.sendto if mode == "full" else _null_sendto
+
+
+def _identity(data: bytes) -> bytes:
+    return data
 
 
 @dataclass
@@ -172,7 +180,6 @@ class Rig:
     forwarder: Forwarder
     track: Track
     mux: UdpMux
-    null_mux: NullMux
     viewers: list[Viewer]
     next_seq: int = 1
     next_frame: int = 0
@@ -180,11 +187,7 @@ class Rig:
 
     def set_mode(self, mode: str) -> None:
         for viewer in self.viewers:
-            if mode == "rewrite":
-                viewer.downtrack.send_rtp = _discard
-            else:
-                viewer.transport._mux = self.null_mux if mode == "no-send" else self.mux
-                viewer.downtrack.send_rtp = viewer.transport.send_rtp
+            _bind(viewer.downtrack, viewer.transport, self.mux, mode)
         self.mode = mode
 
     def packets(self, count: int) -> list[RtpPacket]:
@@ -199,6 +202,7 @@ class Rig:
         """Every DownTrack waits for the next keyframe again (as after a publisher reconnect),
         so each run starts fresh; our outgoing sequence numbers still continue."""
         for viewer in self.viewers:
+            viewer.downtrack.source_lost()
             viewer.downtrack.source_changed(self.track)
 
     def run(self, packets: Sequence[RtpPacket]) -> tuple[int, int]:
@@ -217,7 +221,7 @@ class Rig:
             cpu = time.thread_time_ns()
             start = time.perf_counter_ns()
             for packet, keyframe in zip(packets, flags, strict=True):
-                forward(packet, keyframe)
+                forward(packet, keyframe, 0.0)
             wall = time.perf_counter_ns() - start
             return wall, time.thread_time_ns() - cpu
         finally:
@@ -261,7 +265,6 @@ def build_rig(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
     sock.bind(("127.0.0.1", 0))
     mux.sock = sock  # as open_udp_mux does: the fan-out calls sock.sendto directly
-    null_mux = NullMux(no_stun)
     ice = IceLite()
     certificate = certificate or DtlsCertificate()
     key_len, salt_len = KEY_SALT[profile]
@@ -298,9 +301,9 @@ def build_rig(
         transport.addr = receiver_addrs[index % len(receiver_addrs)]
         downtrack.source_changed(track)
         forwarder.add(downtrack)
-        downtrack.send_rtp = transport.send_rtp  # what DownTrack.activate sets (no catch-up)
+        _bind(downtrack, transport, mux, "full")  # what DownTrack.activate sets (no catch-up)
         rig_viewers.append(Viewer(downtrack, transport, keys, transport.addr))
-    return Rig(forwarder, track, mux, null_mux, rig_viewers)
+    return Rig(forwarder, track, mux, rig_viewers)
 
 
 # -- receivers -----------------------------------------------------------------------------------
