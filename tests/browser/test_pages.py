@@ -478,7 +478,7 @@ async def test_dashboard_shows_streams_viewers_and_totals(browser: Browser, serv
         assert await card.locator("a", has_text="Watch").get_attribute("href") == "/watch/dash"
         await home.wait_for_function(
             "() => (relaycast.history.dash || []).length >= 3 && relaycast.server"
-            " && relaycast.server.ingress_bps > 0",
+            " && relaycast.server.ingress_bps > 0 && relaycast.server.egress_bps > 0",
             timeout=15_000,
         )
         server_totals = await home.evaluate("() => relaycast.server")

@@ -461,12 +461,6 @@ async def test_malformed_patch_and_delete_never_5xx(sdp_server: RelaycastServer)
     assert "Traceback" not in srv.stderr(), srv.stderr()[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sdp/media bug reported to the lead: an a=mid longer than an RTP header extension "
-    "element can carry (RFC 8285 §4.3: 255 bytes) is accepted; every forwarded packet then "
-    "raises in DownTrack.send (forward_errors + a logged traceback per packet)",
-)
 async def test_whep_offer_with_oversized_mid_is_refused(sdp_server: RelaycastServer) -> None:
     offer = await make_offer(send=False)
     long_mid = "m" * 300

@@ -125,6 +125,9 @@ class StreamStats:
                 ingress_bps = max(0, int((mux.bytes_in - self._mux_last[1]) * 8 / span))
                 egress_bps = max(0, int((mux.bytes_out - self._mux_last[2]) * 8 / span))
             self._mux_last = (now, mux.bytes_in, mux.bytes_out)
+        # DownTracks send media straight on the socket (the hot path skips UdpMux.sendto and
+        # its counter), so egress is the mux's own traffic plus every stream's media out.
+        egress_bps += sum(rates[1] for rates in self.bitrate.values())
         self.totals = self._totals(ingress_bps, egress_bps)
 
 
@@ -285,7 +288,7 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE relaycast_udp_bytes_in_total counter",
         f"relaycast_udp_bytes_in_total {mux.bytes_in}",
         "# TYPE relaycast_udp_bytes_out_total counter",
-        f"relaycast_udp_bytes_out_total {mux.bytes_out}",
+        f"relaycast_udp_bytes_out_total {server.egress_bytes()}",
         "# TYPE relaycast_udp_dropped_total counter",
         f"relaycast_udp_dropped_total {mux.dropped}",
         "# TYPE relaycast_stun_rejected_total counter",

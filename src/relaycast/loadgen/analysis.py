@@ -148,14 +148,9 @@ def step_metrics(
     out["first_keyframe_ms_p95"] = _pct(np.array(fk) / 1e6, 95)
     out["first_keyframe_ms_max"] = max(fk) / 1e6 if fk else None
     out["joins_without_keyframe"] = len(joined) - len(fk)
-    # egress seen by the viewers (SRTP datagram bytes, 100 ms buckets)
-    b0, b1 = w0 // 100_000_000, w1 // 100_000_000
-    total = 0
-    for i in present:
-        for bucket, n in viewers[i].get("bytes_by_100ms", {}).items():
-            if b0 <= int(bucket) < b1:
-                total += n
-    out["egress_mbps"] = total * 8 / max(1e-9, (b1 - b0) / 10) / 1e6
+    # egress seen by the viewers: RTP payload + 12-byte header + 16-byte SRTP tag per packet
+    a_win = (matched.t_ns >= w0) & (matched.t_ns < w1) & np.isin(matched.viewer, present)
+    out["egress_mbps"] = float((matched.length[a_win].astype(np.int64) + 28).sum() * 8 / span / 1e6)
     out["auth_failures"] = sum(viewers[i].get("auth_failures", 0) for i in present)
     return out
 

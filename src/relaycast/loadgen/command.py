@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -55,6 +56,19 @@ def add_bench_command(subparsers: Any) -> None:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
     p.add_argument("--join-rate", type=float, default=50.0, help="viewer joins per second")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="then run the same load against the aiortc MediaRelay baseline; the JSON gets "
+        "'baseline' and 'ratio' (max viewers relaycast / baseline)",
+    )
+    p.add_argument(
+        "--baseline-steps",
+        type=_steps,
+        metavar="N,N,...",
+        default=[1, 2, 4, 8],
+        help="viewer counts for the baseline's ramp (default 1,2,4,8)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -99,14 +113,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     try:
         result = run_bench(opts)
+        print(format_table(result))
+        results = [result]
+        if args.baseline and opts.target != "aiortc-relay":
+            base_opts = dataclasses.replace(
+                opts,
+                target="aiortc-relay",
+                ramp=True,
+                ramp_steps=args.baseline_steps,
+                viewers=max(args.baseline_steps),
+                key="",
+                server_pid=None,
+                workers=1,
+            )
+            baseline = run_bench(base_opts)
+            print(format_table(baseline))
+            result["baseline"] = baseline
+            if opts.ramp:
+                ours, theirs = result["max_viewers"], baseline["max_viewers"]
+                result["ratio"] = ours / theirs if theirs else None
+                print(f"max viewers: relaycast {ours}, aiortc baseline {theirs}")
+            results.append(baseline)
     except RuntimeError as exc:
         print(f"relaycast bench: error: {exc}", file=sys.stderr)
         return 1
-    print(format_table(result))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2, default=str)
     if args.plots:
-        for path in plot([result], args.plots):
+        for path in plot(results, args.plots):
             print(f"wrote {path}")
     return 0

@@ -185,6 +185,32 @@ def udp_sockets() -> list[tuple[int, int, int]]:
     return out
 
 
+def _sample_queues(ports: set[int], server_pid: int | None, duration: float) -> tuple[int, int]:
+    """Sleep ``duration`` s while sampling receive queues every 0.25 s; returns the largest
+    single viewer-socket queue and the largest server-socket queue (bytes) seen."""
+    inodes = socket_inodes(server_pid)
+    client = server = 0
+    end = time.monotonic() + duration
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return client, server
+        time.sleep(min(0.25, left))
+        try:
+            lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 13:
+                continue
+            rx = int(parts[4].split(":")[1], 16)
+            if int(parts[9]) in inodes:
+                server = max(server, rx)
+            elif int(parts[1].split(":")[1], 16) in ports:
+                client = max(client, rx)
+
+
 def socket_inodes(pid: int | None) -> set[int]:
     """Inodes of the sockets process ``pid`` holds open."""
     found: set[int] = set()
@@ -389,7 +415,7 @@ def _run(
         ports = {int(viewers[i]["port"]) for i in present}
         drops0 = drops_snapshot(ports, server_pid)
         cpu0, t0 = probe.cpu_seconds(), time.monotonic_ns()
-        time.sleep(opts.duration)
+        queues = _sample_queues(ports, server_pid, opts.duration)
         cpu1, t1 = probe.cpu_seconds(), time.monotonic_ns()
         drops1 = drops_snapshot(ports, server_pid)
         rss = probe.rss()
@@ -402,6 +428,7 @@ def _run(
             "server_cpu_percent": cpu,
             "server_rss_bytes": rss,
             "drops": (drops0, drops1),
+            "queues": queues,
         }
         windows.append(window)
         _log(opts, f"  window done: server CPU {cpu if cpu is None else round(cpu, 1)} %")
@@ -415,12 +442,19 @@ def _run(
     time.sleep(0.5)  # packets of the last window still in flight
     for c in conns:
         c.send(("stop",))
+    lag_by_s: dict[int, int] = {}
     for c in conns:
         if not c.poll(120):
             raise RuntimeError("a viewer worker did not stop")
-        _, summaries = c.recv()
+        _, summaries, lags = c.recv()
         for s in summaries:
             viewers[s["index"]] = s
+        for sec, lag in lags.items():
+            lag_by_s[sec] = max(lag, lag_by_s.get(sec, 0))
+    for win in windows:
+        w0, w1 = win["window"]
+        lags = [v for k, v in lag_by_s.items() if w0 // 10**9 <= k <= w1 // 10**9]
+        win["load_loop_lag_ms_max"] = max(lags) / 1e6 if lags else None
     pub_conn.send("stop")
     if not pub_conn.poll(60):
         raise RuntimeError("the publisher did not stop")
@@ -485,6 +519,8 @@ def _analyse(
         m["join_rate_per_s"] = len(w["joined"]) / w["join_s"] if w["join_s"] > 0 else None
         d0, d1 = w["drops"]
         m["client_socket_drops"] = d1[0] - d0[0]
+        m["client_rx_queue_max_bytes"], m["server_rx_queue_max_bytes"] = w["queues"]
+        m["load_loop_lag_ms_max"] = w.get("load_loop_lag_ms_max")
         m["server_socket_drops"] = d1[1] - d0[1]
         steps.append(m)
     last = steps[-1]

@@ -80,7 +80,6 @@ class Viewer:
         self.stop_ns = 0
         self._first_key_ts: int | None = None
         self.nacks_sent = 0
-        self.bytes_by_100ms: dict[int, int] = {}
         self._last_sr: dict[int, tuple[int, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -122,8 +121,6 @@ class Viewer:
         self.crc.append(zlib.crc32(payload))
         self.length.append(len(payload))
         self.t_ns.append(t)
-        bucket = t // 100_000_000
-        self.bytes_by_100ms[bucket] = self.bytes_by_100ms.get(bucket, 0) + len(plain) + 16
         state = self.seq.get(ssrc)
         if state is None:
             kind = self.kinds.get(b1 & 0x7F, "?")
@@ -219,7 +216,6 @@ class Viewer:
             "auth_failures": self.transport.auth_failures,
             "replays": self.transport.replays,
             "nacks_sent": self.nacks_sent,
-            "bytes_by_100ms": self.bytes_by_100ms,
         }
 
 
@@ -239,7 +235,8 @@ class WorkerConfig:
 def worker_process(cfg: WorkerConfig, conn: Any) -> None:
     """Entry point of a viewer worker process. Commands on ``conn``:
     ("join", [indices], interval) -> ("joined", [summaries of the new viewers]);
-    ("stop",) -> arrival logs saved to ``data_path``, then ("stopped", [summaries])."""
+    ("stop",) -> arrival logs saved to ``data_path``, then ("stopped", [summaries], the event
+    loop's worst lateness per second of CLOCK_MONOTONIC in ns)."""
     if cfg.cpus:
         os.sched_setaffinity(0, set(cfg.cpus))
     asyncio.run(_worker_main(cfg, conn))
@@ -258,6 +255,20 @@ async def _worker_main(cfg: WorkerConfig, conn: Any) -> None:
             commands.put_nowait(("stop",))
 
     loop.add_reader(conn.fileno(), on_command)
+    lag_by_s: dict[int, int] = {}
+
+    async def watch_lag() -> None:
+        """The loop's lateness per second (max, ns): a late loop means late arrival stamps."""
+        while True:
+            before = time.monotonic_ns()
+            await asyncio.sleep(0.01)
+            now = time.monotonic_ns()
+            late = now - before - 10_000_000
+            key = now // 1_000_000_000
+            if late > lag_by_s.get(key, 0):
+                lag_by_s[key] = late
+
+    lag_task = loop.create_task(watch_lag())
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(connector=connector) as http:
         while True:
@@ -270,7 +281,8 @@ async def _worker_main(cfg: WorkerConfig, conn: Any) -> None:
             elif cmd[0] == "stop":
                 await asyncio.gather(*(v.close(http, cfg.base_url) for v in viewers))
                 _save(cfg.data_path, viewers)
-                conn.send(("stopped", [v.summary() for v in viewers]))
+                lag_task.cancel()
+                conn.send(("stopped", [v.summary() for v in viewers], lag_by_s))
                 break
     loop.remove_reader(conn.fileno())
 

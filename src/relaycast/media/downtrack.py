@@ -151,6 +151,8 @@ class DownTrack:
             log.warning("%s cannot play %s: the viewer did not negotiate it", self, track.codec_key)
 
     def close(self) -> None:
+        if self._transport is not None:  # keep the server's egress total after we are gone
+            self._transport.mux.fanout_bytes_ended += self.bytes_sent
         self._protect = self._sendto = self._transport = None
         self.forwarder.remove(self)
 

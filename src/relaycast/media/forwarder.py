@@ -98,7 +98,9 @@ class Forwarder:
                 downtrack.send(packet, keyframe, tails)
             except Exception:  # one broken viewer never stops the others
                 self.forward_errors += 1
-                log.exception("forwarding to %s failed", downtrack)
+                errors = self.forward_errors
+                if errors & (errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... failure only
+                    log.exception("forwarding to %s failed (%d failures)", downtrack, errors)
 
     def _remember_for_fast_start(self, packet: RtpPacket, keyframe: bool) -> None:
         gop = self.gop

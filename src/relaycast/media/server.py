@@ -153,6 +153,16 @@ class MediaServer:
         self.sessions[subscriber.id] = subscriber
         return subscriber
 
+    def egress_bytes(self) -> int:
+        """UDP bytes sent: the mux's own (RTCP, STUN, DTLS), ended and live DownTracks' media."""
+        live = sum(
+            downtrack.bytes_sent
+            for stream in self.streams.values()
+            for forwarder in stream.forwarders.values()
+            for downtrack in forwarder.downtracks
+        )
+        return self.mux.bytes_out + self.mux.fanout_bytes_ended + live
+
     def find(self, session_id: str, role: str, stream: str) -> Session | None:
         session = self.sessions.get(session_id)
         if session is None or session.role != role or session.stream.name != stream:

@@ -36,7 +36,8 @@ class UdpMux(asyncio.DatagramProtocol):
         self.dropped = 0
         self.send_errors = 0
         self.bytes_in = 0
-        self.bytes_out = 0
+        self.bytes_out = 0  # what went through sendto (not the DownTracks' direct sends)
+        self.fanout_bytes_ended = 0  # media sent by DownTracks that have closed
 
     # -- asyncio protocol ---------------------------------------------------------------------
 

@@ -30,6 +30,10 @@ class SdpError(ValueError):
     """The SDP text is malformed or lacks something every WebRTC offer must carry."""
 
 
+#: one-byte header extension values are at most 16 bytes (RFC 8285 §4.2)
+MAX_MID_BYTES = 16
+
+
 def _q(line: str) -> str:
     """Quote a line for an error message, shortened."""
     return repr(line if len(line) <= 100 else line[:97] + "...")
@@ -161,6 +165,11 @@ def _media_attr(
     if name == "mid":
         if not value:
             raise SdpError(f"line {number}: a=mid without a value: {_q(line)}")
+        if len(value.encode()) > MAX_MID_BYTES:
+            raise SdpError(
+                f"line {number}: a=mid longer than {MAX_MID_BYTES} bytes cannot travel in the "
+                f"RTP sdes:mid header extension (RFC 8843 §15.1, RFC 8285 §4.2): {_q(line)}"
+            )
         m.mid = value
     elif name in DIRECTIONS and not has_value:
         m.direction = name
@@ -323,6 +332,9 @@ def parse_sdp(text: str) -> SessionDescription:
     if not sections:
         raise SdpError("SDP has no m= line; offer at least one audio or video section")
     desc.media = [_finish_section(s) for s in sections]
+    mids = [m.mid for m in desc.media if m.mid is not None]
+    if len(mids) != len(set(mids)):
+        raise SdpError(f"two m= sections share an a=mid value (RFC 8843 §7.2): {mids}")
     _fold_session(desc, session)
     _fold_bundle(desc)
     _validate(desc, sections)

@@ -257,7 +257,13 @@ async function applyCapture(preset) {
       // a screen capture keeps its size; scaleResolutionDownBy does the rest
     }
   }
-  const s = media.resize ? { width: preset.width, height: preset.height } : track.getSettings();
+  return captureSize(preset);
+}
+
+/** The size the source captures now (the preset's size for the test pattern). */
+function captureSize(preset) {
+  const track = videoTrack();
+  const s = track && !media.resize ? track.getSettings() : {};
   return { width: s.width || preset.width, height: s.height || preset.height };
 }
 
@@ -460,8 +466,7 @@ async function connect() {
   window.peerConnections.set(streamName, pc);
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   onConnectionState(pc);
-  const size = await applyCapture(rc.preset);
-  const expect = await applyEncoding(pc, rc.preset, size).catch(() => null);
+  const expect = await applyEncoding(pc, rc.preset, captureSize(rc.preset)).catch(() => null);
   rc.applied = { name: rc.preset.name, ...(expect ?? {}), fps: rc.preset.fps, maxBitrate: rc.preset.bitrate, confirmed: false };
   startStats(pc);
 }

@@ -106,6 +106,7 @@ export class TimecodeReader {
     this.stopped = false;
     this.reads = 0;
     this.misses = 0;
+    this.streak = 0; // consecutive frames without a readable timecode
     this.#schedule();
   }
 
@@ -121,7 +122,9 @@ export class TimecodeReader {
   #onFrame() {
     const presented = this.now();
     const t = performance.now();
-    if (t - this.last >= this.minGap) {
+    // no timecode in this video (a camera): look once a second instead of maxPerSecond
+    const gap = this.streak >= 10 ? 1000 : this.minGap;
+    if (t - this.last >= gap) {
       this.last = t;
       const v = this.video;
       const w = v.videoWidth;
@@ -138,12 +141,15 @@ export class TimecodeReader {
           const stamp = decodeTimecode(image, w, h, presented);
           if (stamp != null) {
             this.reads++;
+            this.streak = 0;
             this.onDelay(presented - stamp);
           } else {
             this.misses++;
+            this.streak++;
           }
         } catch {
           this.misses++;
+          this.streak++;
         }
       }
     }

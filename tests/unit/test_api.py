@@ -1,0 +1,132 @@
+"""The pages' API: speed test, server clock, server totals, per-stream history and the
+video size read from the cached key frame (create_app with the media plane started)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from relaycast.app import create_app
+from relaycast.config import Config
+from relaycast.http import api
+from relaycast.http.signalling import SERVER_KEY
+from relaycast.media.stream import Stream
+from relaycast.rtp.packet import RtpPacket
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    config = Config(host="127.0.0.1", port=0, udp_port=0, host_candidates=False)
+    test_client: Client = TestClient(TestServer(create_app(config)))
+    await test_client.start_server()
+    yield test_client
+    await test_client.close()
+
+
+async def test_speedtest_measures_the_upload(client: Client) -> None:
+    body = b"x" * (3 * 1024 * 1024)
+    resp = await client.post("/api/speedtest", data=body)
+    assert resp.status == 200
+    got = await resp.json()
+    assert got["bytes"] == len(body)
+    assert got["seconds"] > 0
+    assert got["mbps"] == pytest.approx(len(body) * 8 / got["seconds"] / 1e6, rel=0.01)
+
+
+async def test_speedtest_refuses_more_than_16_mib_and_nothing(client: Client) -> None:
+    resp = await client.post("/api/speedtest", data=b"\0" * (api.SPEEDTEST_MAX_BYTES + 70_000))
+    assert resp.status == 413
+    assert resp.content_type == "application/problem+json"
+    resp = await client.post("/api/speedtest", data=b"")
+    assert resp.status == 400
+    assert "POST a few megabytes" in (await resp.json())["detail"]
+
+
+async def test_time_is_the_server_clock(client: Client) -> None:
+    before = time.time() * 1000
+    resp = await client.get("/api/time")
+    after = time.time() * 1000
+    assert before <= (await resp.json())["now_ms"] <= after
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_server_totals_after_a_tick(client: Client) -> None:
+    stats = client.app[api.STATS_KEY]
+    stats.tick(time.monotonic())
+    got = await (await client.get("/api/server")).json()
+    assert got["memory_rss_bytes"] > 1_000_000
+    assert got["cpu_percent"] >= 0
+    assert got["cpu_count"] >= 1
+    assert got["streams"] == 0 and got["viewers"] == 0
+    text = await (await client.get("/metrics")).text()
+    assert "relaycast_process_resident_memory_bytes " in text
+
+
+def _vp8_keyframe(width: int, height: int) -> bytes:
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = Fraction(1, 30)
+    frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")
+    frame = frame.reformat(format="yuv420p")
+    frame.pts = 0
+    packets = [bytes(p) for p in ctx.encode(frame)] + [bytes(p) for p in ctx.encode(None)]
+    return packets[0]
+
+
+class _FakeTrack:
+    codec_name = "vp8"
+    bytes = 0
+
+
+class _FakePublisher:
+    connected_at = 1.0
+
+    def __init__(self) -> None:
+        self.tracks = {1: _FakeTrack()}
+
+    def codecs(self) -> dict[str, object]:
+        return {}
+
+
+async def test_history_and_resolution_from_the_cached_keyframe(client: Client) -> None:
+    server = client.app[SERVER_KEY]
+    stats = client.app[api.STATS_KEY]
+    stream = Stream("cam")
+    stream.publisher = _FakePublisher()  # type: ignore[assignment]
+    forwarder = stream.forwarders["video"]
+    forwarder.source = stream.publisher.tracks[1]  # type: ignore[union-attr,assignment]
+    payload = b"\x10" + _vp8_keyframe(320, 240)
+    forwarder.gop = [RtpPacket(payload_type=96, sequence_number=1, payload=payload)]
+    server.streams["cam"] = stream
+    now = time.monotonic()
+    for i in range(3):
+        stats.tick(now + i)
+
+    info = await (await client.get("/api/streams/cam")).json()
+    assert info["resolution"] == "320x240"
+    assert (info["width"], info["height"]) == (320, 240)
+    history = await (await client.get("/api/streams/cam/history")).json()
+    assert history["fields"] == ["t", "ingress_bps", "egress_bps", "viewers"]
+    assert len(history["samples"]) == 3
+    assert (await client.get("/api/streams/nobody/history")).status == 404
+
+    async with client.get("/api/events") as resp:
+        first = await resp.content.readuntil(b"\n\n")
+        assert first.startswith(b"event: history\n")
+        data = json.loads(first.split(b"data: ", 1)[1])
+        assert len(data["cam"]) == 3
+        kinds = set()
+        for _ in range(3):
+            kinds.add((await resp.content.readuntil(b"\n\n")).split(b"\n", 1)[0])
+        assert kinds == {b"event: streams", b"event: server", b"event: samples"}
+    del server.streams["cam"]
