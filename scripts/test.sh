@@ -13,6 +13,11 @@ if [ ! -x /usr/bin/chromium ]; then
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
+# nftables drops packets on loopback for the adaptive-buffering test.
+if ! command -v nft >/dev/null; then
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nftables
+fi
 
 PYTHON="${PYTHON:-python3}"
 echo "== pip install .[test]"

@@ -194,9 +194,9 @@ class Window:
 
 async def steady_send_rate(page: Page, seconds: float, patience: float) -> Window:
     """A *seconds* window of the publisher's video bitrate during which its congestion
-    controller (GCC) did not limit the encoder: targetBitrate at both ends >= 1.25 times the
-    rate actually sent (the camera's simple picture needs less than the preset cap). Tries
-    for *patience* seconds, then returns the last window with ``steady=False``.
+    controller (GCC) did not limit the encoder: targetBitrate at both ends >= 1.5 times the
+    rate actually sent (the camera's simple picture needs less than the preset cap) and not
+    falling. Tries for *patience* seconds, then returns the last window with ``steady=False``.
 
     On this shared 2-core machine, Chromium pages starting up can delay the publisher's own
     packets; GCC reads that as congestion and backs off for ~10 s. Such a window says nothing
@@ -206,7 +206,10 @@ async def steady_send_rate(page: Page, seconds: float, patience: float) -> Windo
     while True:
         waited = time.monotonic() - began
         rate, start, end = await send_rate(page, seconds)
-        steady = min(start.target_bitrate, end.target_bitrate) >= 1.25 * rate
+        steady = (
+            min(start.target_bitrate, end.target_bitrate) >= 1.5 * rate
+            and end.target_bitrate >= 0.95 * start.target_bitrate
+        )
         if steady or time.monotonic() - began > patience:
             return Window(rate, start, end, steady, waited)
 
@@ -326,7 +329,7 @@ async def test_camera_to_three_viewers_and_constant_upload(
         assert pub.video.codec == mime, f"publisher sends {pub.video.codec}, asked for {mime}"
         assert one.steady, f"publisher's congestion controller never settled: {one.describe()}"
         assert one.rate > 50_000, f"publisher barely sends video: {one.describe()}"
-        # No growth with N: the server sends feedback for one leg, never per viewer.
+        # The point: the streamer's upload does not grow with the number of viewers.
         assert ratio <= 1.5, f"upload grew with viewers: 1: {one.describe()}, 3: {three.describe()}"
         if three.steady:
             assert ratio >= 0.6, f"upload fell: 1: {one.describe()}, 3: {three.describe()}"

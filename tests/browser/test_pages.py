@@ -434,7 +434,8 @@ async def test_automatic_buffering_raises_target_under_loss(
         assert shown is not None and "loss" in shown and "automatic" in shown
         drop_udp.remove()
         await asyncio.sleep(4.0)  # hysteresis: 10 clean seconds before stepping down
-        assert await viewer.evaluate("() => relaycast.buffer.targetMs") == raised["targetMs"]
+        # (it may still climb from moderate to heavy on the last lossy seconds; never down)
+        assert await viewer.evaluate("() => relaycast.buffer.targetMs") >= raised["targetMs"]
 
 
 async def test_viewer_recovers_from_publisher_reconnect(browser: Browser, server: Any) -> None:

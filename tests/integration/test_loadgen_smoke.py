@@ -114,3 +114,29 @@ def test_cli_writes_json(relaycast_server, clip_cache) -> None:
     assert result["delivered_ratio_min"] > 0.95
     assert result["srtp_auth_failures"] == 0
     assert "deliv min %" in proc.stdout
+
+
+def test_gcm_receiver_matches_libsrtp_across_rollover() -> None:
+    """The viewers' AES-GCM fast path decrypts what libsrtp protects (RFC 7714), across a
+    sequence-number wrap (ROC 0 -> 1), and rejects a flipped bit."""
+    import struct as _struct
+
+    from cryptography.exceptions import InvalidTag
+
+    from relaycast.loadgen.client_transport import GcmRtpReceiver
+    from relaycast.net.dtls import SrtpKeys
+    from relaycast.net.srtp import SrtpContext
+
+    key = bytes(range(28))
+    sender = SrtpContext(SrtpKeys("SRTP_AEAD_AES_128_GCM", key, key))
+    receiver = GcmRtpReceiver(key)
+    for i in range(600):
+        seq = (65300 + i) & 0xFFFF
+        plain = _struct.pack("!BBHII", 0x80, 96, seq, i * 3000, 0x01020304) + bytes([i % 256]) * 50
+        assert receiver.unprotect(sender.protect(plain)) == plain
+    tampered = bytearray(
+        sender.protect(_struct.pack("!BBHII", 0x80, 96, 400, 0, 0x01020304) + b"x")
+    )
+    tampered[-20] ^= 1
+    with pytest.raises(InvalidTag):
+        receiver.unprotect(bytes(tampered))

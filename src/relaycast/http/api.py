@@ -120,14 +120,12 @@ class StreamStats:
         ingress_bps = egress_bps = 0
         with contextlib.suppress(RuntimeError):  # the media plane is not started yet
             mux = self.server.mux
+            egress = self.server.egress_bytes()  # sendto traffic plus the DownTracks' own sends
             if self._mux_last is not None and now > self._mux_last[0]:
                 span = now - self._mux_last[0]
                 ingress_bps = max(0, int((mux.bytes_in - self._mux_last[1]) * 8 / span))
-                egress_bps = max(0, int((mux.bytes_out - self._mux_last[2]) * 8 / span))
-            self._mux_last = (now, mux.bytes_in, mux.bytes_out)
-        # DownTracks send media straight on the socket (the hot path skips UdpMux.sendto and
-        # its counter), so egress is the mux's own traffic plus every stream's media out.
-        egress_bps += sum(rates[1] for rates in self.bitrate.values())
+                egress_bps = max(0, int((egress - self._mux_last[2]) * 8 / span))
+            self._mux_last = (now, mux.bytes_in, egress)
         self.totals = self._totals(ingress_bps, egress_bps)
 
 

@@ -3,8 +3,9 @@
 relaycast forwards payloads untouched, so an arrival is matched to a transmission by
 (crc32(payload), length), taking the latest transmission of that payload at or before the arrival
 (the clip loops, so a payload repeats once per loop, seconds apart). Forwarding delay is arrival
-minus send time, both on CLOCK_MONOTONIC. A viewer's delivered ratio in a window is the number of
-distinct transmissions of that window it received divided by the number sent.
+minus send time, both on CLOCK_REALTIME (the arrival is the kernel's SO_TIMESTAMPNS stamp). A
+viewer's delivered ratio in a window is the number of distinct transmissions of that window it
+received divided by the number sent.
 
 A server that re-encodes (the aiortc baseline) changes payloads; then delivery is counted in
 video frames (marker-bit packets) against the frames the publisher sent, and the delay is only

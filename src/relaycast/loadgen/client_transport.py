@@ -32,6 +32,8 @@ from relaycast.net.srtp import SrtpContext, SrtpError
 from relaycast.sdp import SessionDescription, parse_sdp
 
 CONSENT_INTERVAL = 5.0
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; not exported by Python
+_TIMESPEC = struct.Struct("@qq")
 CHECK_RETRANSMIT = 0.05
 
 VP8_PT = 96
@@ -200,7 +202,9 @@ def build_offer(
 class ClientTransport:
     """ICE (controlling) + DTLS client + SRTP over one connected UDP socket.
 
-    ``on_rtp(plain, arrival_ns)`` gets every authenticated RTP packet; ``on_rtcp(plain)`` every
+    ``on_rtp(plain, arrival_ns)`` gets every authenticated RTP packet with the kernel's receive
+    time (``SO_TIMESTAMPNS``, CLOCK_REALTIME ns), so a busy load process does not inflate the
+    measured delay; ``on_rtcp(plain)`` every
     authenticated RTCP compound packet. Counters: ``auth_failures`` (SRTP/SRTCP authentication
     failed), ``replays`` (libsrtp replay check), ``bytes_in``.
     """
@@ -224,6 +228,8 @@ class ClientTransport:
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # capped by the kernel, not fatal
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        with contextlib.suppress(OSError):  # kernel receive timestamps (socket(7))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.bind(("127.0.0.1", 0))
         self.sock = sock
         self.local: tuple[str, int] = sock.getsockname()[:2]
@@ -408,15 +414,20 @@ class ClientTransport:
     # -- receiving ----------------------------------------------------------------------------
 
     def _readable(self) -> None:
-        recv = self.sock.recv
-        now = time.monotonic_ns
+        recvmsg = self.sock.recvmsg
+        unpack = _TIMESPEC.unpack
         while True:
             try:
-                data = recv(2048)
+                data, anc, _, _ = recvmsg(2048, 64)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ICMP port unreachable on a connected socket, and the like
                 return
+            if anc:  # the kernel's receive time (SO_TIMESTAMPNS, CLOCK_REALTIME)
+                sec, nsec = unpack(anc[0][2])
+                arrival = sec * 1_000_000_000 + nsec
+            else:
+                arrival = time.time_ns()
             self.bytes_in += len(data)
             first = data[0] if data else 0
             srtp = self.srtp
@@ -441,7 +452,7 @@ class ClientTransport:
                 except (IndexError, ValueError):  # too short to be SRTP
                     self.auth_failures += 1
                     continue
-                self.on_rtp(plain, now())
+                self.on_rtp(plain, arrival)
             elif first < 4:
                 self._on_stun(data)
             elif 19 < first < 64 and self.dtls is not None:

@@ -71,6 +71,7 @@ def add_bench_command(subparsers: Any) -> None:
     )
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots (needs matplotlib)")
+    p.add_argument("--keep", metavar="DIR", help="keep the raw logs (.npz, server output) in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_bench)
 
@@ -109,6 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         keyframe_interval=args.keyframe_interval,
         join_rate=args.join_rate,
         server_pid=args.server_pid,
+        keep_dir=args.keep,
         verbose=not args.quiet,
     )
     try:

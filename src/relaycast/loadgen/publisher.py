@@ -3,7 +3,7 @@
 Each frame's packets leave at the frame's capture time (video every 1/fps s, Opus every 20 ms),
 the clip loops with RTP sequence numbers and timestamps still increasing (RFC 3550 §5.1). Every
 original transmission is logged as (crc32 of payload, payload length, kind, keyframe-start flag,
-send time on CLOCK_MONOTONIC) so viewers' arrivals can be matched to it. The publisher answers
+send time on CLOCK_REALTIME) so viewers' arrivals can be matched to it. The publisher answers
 the server's NACKs from a small history (RFC 4585 §6.2.1) and sends sender reports every second
 (RFC 3550 §6.4.1). A PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) is honoured like a live encoder
 would (at most every 500 ms): the clip jumps to its next keyframe. The requests are counted, so a
@@ -151,8 +151,8 @@ class SyntheticPublisher:
         sr_task = loop.create_task(self._sender_reports())
         frame_ns = 1_000_000_000 // clip.fps
         audio_ns = 20_000_000
-        t0 = time.monotonic_ns() + 20_000_000
-        self.started_ns = t0
+        t0 = time.monotonic_ns() + 20_000_000  # pacing clock
+        self.started_ns = time.time_ns() + 20_000_000  # log clock (CLOCK_REALTIME)
         vi = ai = clip_pos = 0
         nv, na = len(clip.video), len(clip.audio)
         try:
@@ -202,7 +202,7 @@ class SyntheticPublisher:
                     ai += 1
         finally:
             sr_task.cancel()
-            self.stopped_ns = time.monotonic_ns()
+            self.stopped_ns = time.time_ns()
 
     def _send_frame(
         self, s: _Stream, payloads: list[bytes], crcs: list[int], ts: int, keyframe: bool
@@ -222,7 +222,7 @@ class SyntheticPublisher:
             if s.kind == KIND_VIDEO:
                 self.history[seq % _HISTORY] = plain
             send(srtp.protect(plain))
-            now = time.monotonic_ns()
+            now = time.time_ns()
             log.crc.append(crcs[i])
             log.length.append(len(payload))
             log.kind.append(s.kind)

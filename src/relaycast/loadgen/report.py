@@ -21,6 +21,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("egress_mbps", "egress Mbps", "{:.0f}"),
     ("publisher_send_mbps", "pub Mbps", "{:.2f}"),
     ("client_socket_drops", "client drops", "{:d}"),
+    ("load_cpu_percent", "load CPU %", "{:.0f}"),
     ("load_loop_lag_ms_max", "load lag ms", "{:.0f}"),
 ]
 

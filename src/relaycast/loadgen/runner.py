@@ -54,6 +54,7 @@ class BenchOptions:
     stop_after_failures: int = 2
     server_args: list[str] = field(default_factory=list)
     server_pid: int | None = None
+    keep_dir: str | None = None  # copy the raw logs (send/arrivals .npz, server logs) here
     server_nice: int = -5  # the machine is shared: keep other tenants off the server's core
     verbose: bool = True
 
@@ -265,6 +266,18 @@ class _ServerProbe:
             return None
 
 
+def _load_cpu_seconds(procs: list[Any]) -> float:
+    """CPU seconds used so far by the publisher and viewer worker processes."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = psutil.Process(p.pid).cpu_times()
+            total += t.user + t.system
+        except (psutil.Error, ValueError):
+            pass
+    return total
+
+
 def _log(opts: BenchOptions, msg: str) -> None:
     if opts.verbose:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -334,6 +347,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             code = server.stop()
             if code not in (0, -signal.SIGTERM):
                 _log(opts, f"server exited with {code}: {server.stderr()[-1500:]}")
+        if opts.keep_dir:
+            import shutil
+
+            shutil.copytree(work, opts.keep_dir, dirs_exist_ok=True)
         tmp.cleanup()
     return result
 
@@ -414,9 +431,11 @@ def _run(
         time.sleep(opts.settle)
         ports = {int(viewers[i]["port"]) for i in present}
         drops0 = drops_snapshot(ports, server_pid)
-        cpu0, t0 = probe.cpu_seconds(), time.monotonic_ns()
+        load0 = _load_cpu_seconds(procs)
+        cpu0, t0 = probe.cpu_seconds(), time.time_ns()
         queues = _sample_queues(ports, server_pid, opts.duration)
-        cpu1, t1 = probe.cpu_seconds(), time.monotonic_ns()
+        cpu1, t1 = probe.cpu_seconds(), time.time_ns()
+        load1 = _load_cpu_seconds(procs)
         drops1 = drops_snapshot(ports, server_pid)
         rss = probe.rss()
         cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / ((t1 - t0) / 1e9) * 100
@@ -426,6 +445,7 @@ def _run(
             "joined": joined,
             "join_s": join_s,
             "server_cpu_percent": cpu,
+            "load_cpu_percent": (load1 - load0) / ((t1 - t0) / 1e9) * 100,
             "server_rss_bytes": rss,
             "drops": (drops0, drops1),
             "queues": queues,
@@ -521,6 +541,7 @@ def _analyse(
         m["client_socket_drops"] = d1[0] - d0[0]
         m["client_rx_queue_max_bytes"], m["server_rx_queue_max_bytes"] = w["queues"]
         m["load_loop_lag_ms_max"] = w.get("load_loop_lag_ms_max")
+        m["load_cpu_percent"] = w["load_cpu_percent"]
         m["server_socket_drops"] = d1[1] - d0[1]
         steps.append(m)
     last = steps[-1]

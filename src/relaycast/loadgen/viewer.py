@@ -93,7 +93,7 @@ class Viewer:
             direction="recvonly",
             video_codec=self.codec,
         )
-        self.post_ns = time.monotonic_ns()
+        self.post_ns = time.time_ns()
         async with http.post(
             f"{base_url}/whep/{stream}", data=offer, headers={"Content-Type": "application/sdp"}
         ) as resp:
@@ -101,12 +101,12 @@ class Viewer:
             if resp.status != 201:
                 raise RuntimeError(f"WHEP POST answered {resp.status}: {answer[:300]}")
             self.location = resp.headers.get("Location")
-        self.answer_ns = time.monotonic_ns()
+        self.answer_ns = time.time_ns()
         remote = parse_answer(answer)
         self.kinds = remote.payload_kinds
         t.start(remote)
         await t.wait_connected(10.0)
-        self.connected_ns = time.monotonic_ns()
+        self.connected_ns = time.time_ns()
         self._tasks.append(asyncio.get_running_loop().create_task(self._reports()))
 
     # -- hot path -----------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class Viewer:
                 self.transport.send_rtcp(bytes(RtcpReceiverReport(self.ssrc, blocks[:31])))
 
     async def close(self, http: aiohttp.ClientSession | None, base_url: str) -> None:
-        self.stop_ns = time.monotonic_ns()
+        self.stop_ns = time.time_ns()
         for task in self._tasks:
             task.cancel()
         self.transport.close()
@@ -236,7 +236,7 @@ def worker_process(cfg: WorkerConfig, conn: Any) -> None:
     """Entry point of a viewer worker process. Commands on ``conn``:
     ("join", [indices], interval) -> ("joined", [summaries of the new viewers]);
     ("stop",) -> arrival logs saved to ``data_path``, then ("stopped", [summaries], the event
-    loop's worst lateness per second of CLOCK_MONOTONIC in ns)."""
+    loop's worst lateness per second of CLOCK_REALTIME in ns)."""
     if cfg.cpus:
         os.sched_setaffinity(0, set(cfg.cpus))
     asyncio.run(_worker_main(cfg, conn))
@@ -260,9 +260,9 @@ async def _worker_main(cfg: WorkerConfig, conn: Any) -> None:
     async def watch_lag() -> None:
         """The loop's lateness per second (max, ns): a late loop means late arrival stamps."""
         while True:
-            before = time.monotonic_ns()
+            before = time.time_ns()
             await asyncio.sleep(0.01)
-            now = time.monotonic_ns()
+            now = time.time_ns()
             late = now - before - 10_000_000
             key = now // 1_000_000_000
             if late > lag_by_s.get(key, 0):

@@ -87,6 +87,7 @@ class PeerTransport:
             self._ice.unregister(self._old_credentials[0], self)
             self._old_credentials = None
         if addr not in self._validated:
+            log.debug("ice: %s validated after %.3f s", addr, time.monotonic() - self.created)
             self._validated.add(addr)
             self.mux.bind(addr, self)
         if self.addr is None or (use_candidate and addr != self.addr):
@@ -107,13 +108,29 @@ class PeerTransport:
 
     # -- DTLS -----------------------------------------------------------------------------------
 
-    def receive_dtls(self, data: bytes) -> None:
+    def receive_dtls(self, data: bytes, addr: Address) -> None:
+        # Every address the mux routes here passed a STUN check; answer where the peer speaks
+        # from (a controlling agent may nominate another pair only later).
+        if addr != self.addr:
+            self.addr = addr
+        if not self.dtls.connected:
+            log.debug(
+                "dtls: %d bytes from %s after %.3f s",
+                len(data),
+                addr,
+                time.monotonic() - self.created,
+            )
         self.dtls.receive(data)
         self._arm_timer()
 
     def _dtls_connected(self, keys: SrtpKeys) -> None:
         self.srtp = SrtpContext(keys)
-        log.debug("dtls connected (%s) with %s", keys.profile, self.addr)
+        log.debug(
+            "dtls connected (%s) with %s after %.3f s",
+            keys.profile,
+            self.addr,
+            time.monotonic() - self.created,
+        )
         self._on_connected()
 
     def _arm_timer(self) -> None:
@@ -132,19 +149,25 @@ class PeerTransport:
 
     # -- SRTP -----------------------------------------------------------------------------------
 
-    def receive_srtp(self, data: bytes) -> None:
+    def receive_srtp(self, data: bytes, addr: Address) -> None:
         srtp = self.srtp
         if srtp is None:
             return
         try:
             if _is_rtcp(data):
-                self._on_rtcp(srtp.unprotect_rtcp(data))
+                plain = srtp.unprotect_rtcp(data)
             else:
                 plain = srtp.unprotect(data)
-                self.rtp_in += 1
-                self._on_rtp(plain)
         except SrtpError:
             self.srtp_errors += 1
+            return
+        if addr != self.addr:  # authenticated media from another validated pair: follow it
+            self.addr = addr
+        if _is_rtcp(data):
+            self._on_rtcp(plain)
+        else:
+            self.rtp_in += 1
+            self._on_rtp(plain)
 
     def send_rtp(self, packet: bytes) -> None:
         if self.srtp is not None and self.addr is not None:

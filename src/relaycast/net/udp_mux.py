@@ -57,9 +57,9 @@ class UdpMux(asyncio.DatagramProtocol):
             self.dropped += 1
             return
         if 127 < first < 192:
-            peer.receive_srtp(data)
+            peer.receive_srtp(data, addr)
         elif 19 < first < 64:
-            peer.receive_dtls(data)
+            peer.receive_dtls(data, addr)
         else:
             self.dropped += 1
 

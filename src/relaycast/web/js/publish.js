@@ -338,7 +338,7 @@ async function runSpeedCheck() {
     : `upload test failed (${result.error})`;
   const api = result.networkInfoApi ? ` · browser estimate ${result.networkInfoMbps} Mbit/s down` : "";
   els.speedValue.textContent = up + api;
-  els.speedReason.textContent = `Suggested: ${result.preset}. ${result.reason}.`;
+  els.speedReason.textContent = `Suggested: ${result.preset} — ${result.reason}.`;
   for (const opt of els.preset.options) {
     opt.textContent = presetLabel(opt.value) + (opt.value === result.preset ? "  ★ suggested" : "");
   }
