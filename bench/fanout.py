@@ -6,8 +6,9 @@ header-extension rewrite) -> ``SrtpContext.protect`` (libsrtp,
 AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80) -> the media socket's ``sendto(2)`` to a
 socket bound on 127.0.0.1.
 
-Three modes split the cost: ``full`` (everything), ``no-send`` (the DownTrack's sendto drops the
-datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send: Forwarder + DownTrack only). Nothing is subtracted; each number is the wall time of
+Three modes split the cost: ``full`` (everything), ``no-send`` (the DownTrack's sendto drops
+the datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send: Forwarder + DownTrack only).
+Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
     python bench/fanout.py --viewers 1,10,50,200,500 --packets 2000 --profile gcm

@@ -153,17 +153,15 @@ class PeerTransport:
         srtp = self.srtp
         if srtp is None:
             return
+        rtcp = _is_rtcp(data)
         try:
-            if _is_rtcp(data):
-                plain = srtp.unprotect_rtcp(data)
-            else:
-                plain = srtp.unprotect(data)
+            plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
         except SrtpError:
             self.srtp_errors += 1
             return
         if addr != self.addr:  # authenticated media from another validated pair: follow it
             self.addr = addr
-        if _is_rtcp(data):
+        if rtcp:
             self._on_rtcp(plain)
         else:
             self.rtp_in += 1
