@@ -390,7 +390,13 @@ def _run(
     for w in range(n_workers):
         a, b = ctx.Pipe()
         cfg = WorkerConfig(
-            w, base_url, opts.stream, opts.codec, str(work / f"arrivals-{w}.npz"), opts.load_cpus
+            w,
+            base_url,
+            opts.stream,
+            opts.codec,
+            str(work / f"arrivals-{w}.npz"),
+            opts.load_cpus,
+            opts.server_nice if opts.load_cpus else 0,
         )
         p = ctx.Process(target=worker_process, args=(cfg, b), daemon=True)
         p.start()

@@ -230,6 +230,7 @@ class WorkerConfig:
     codec: str
     data_path: str
     cpus: tuple[int, ...] | None = None
+    nice: int = 0
 
 
 def worker_process(cfg: WorkerConfig, conn: Any) -> None:
@@ -239,6 +240,9 @@ def worker_process(cfg: WorkerConfig, conn: Any) -> None:
     loop's worst lateness per second of CLOCK_REALTIME in ns)."""
     if cfg.cpus:
         os.sched_setaffinity(0, set(cfg.cpus))
+    if cfg.nice:
+        with contextlib.suppress(OSError):  # as much priority as the server under test
+            os.nice(cfg.nice)
     asyncio.run(_worker_main(cfg, conn))
 
 
