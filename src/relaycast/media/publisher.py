@@ -95,7 +95,8 @@ class Publisher(Session):
             value = packet.get_extension(self.twcc_id)
             if value is not None:
                 try:
-                    self.twcc.on_packet(parse_transport_seq(value), int(now * 1_000_000))
+                    arrival_us = self.transport.mux.arrival_us  # the kernel's receive time
+                    self.twcc.on_packet(parse_transport_seq(value), arrival_us)
                 except ValueError:
                     self.bad_packets += 1
         if self.remb is not None:
@@ -190,7 +191,7 @@ class Publisher(Session):
         if self.twcc is not None:
             if self.tracks:
                 self.twcc.media_ssrc = next(iter(self.tracks))
-            out.extend(bytes(p) for p in self.twcc.build(int(now * 1_000_000)))
+            out.extend(bytes(p) for p in self.twcc.build(time.time_ns() // 1000))
         for packet in out:
             self.transport.send_rtcp(packet)
 

@@ -6,6 +6,11 @@
 
 Anything else, or DTLS/SRTP from an address no session has validated with STUN, is dropped and
 counted: garbage on the port never reaches a session.
+
+Datagrams are read with ``recvmsg`` and the kernel's receive timestamp (``SO_TIMESTAMPNS``):
+transport-wide congestion control feedback reports when a packet reached the host, not when the
+event loop got to it, so a fan-out burst that keeps the loop busy for a few milliseconds does not
+look like network queueing to the publisher's bandwidth estimator.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
+import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,25 +32,56 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value, absent from Python's module
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+READS_PER_WAKEUP = 256  # drain the socket in batches, but let timers run in between
 
-class UdpMux(asyncio.DatagramProtocol):
+
+class UdpMux:
     """The media socket. ``bind`` maps a peer address to its transport after ICE validates it."""
 
     def __init__(self, on_stun: Callable[[bytes, Address], None]) -> None:
         self._on_stun = on_stun
         self.by_address: dict[Address, PeerTransport] = {}
         self.sock: socket.socket | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: kernel receive time (µs, CLOCK_REALTIME) of the datagram being dispatched
+        self.arrival_us = 0
         self.dropped = 0
         self.send_errors = 0
         self.bytes_in = 0
         self.bytes_out = 0  # what went through sendto (not the DownTracks' direct sends)
         self.fanout_bytes_ended = 0  # media sent by DownTracks that have closed
 
-    # -- asyncio protocol ---------------------------------------------------------------------
+    # -- receiving ----------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+    def start(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Own ``sock`` and read it from ``loop``."""
+        self.sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self.read_ready)
+
+    def read_ready(self) -> None:
+        """Event-loop callback: read what is queued (bounded) and dispatch each datagram."""
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(2048, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("udp receive error: %s", exc)
+                continue
+            arrival_us = 0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    arrival_us = seconds * 1_000_000 + nanoseconds // 1000
+            self.arrival_us = arrival_us or time.time_ns() // 1000
+            self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self.bytes_in += len(data)
@@ -62,9 +101,6 @@ class UdpMux(asyncio.DatagramProtocol):
             peer.receive_dtls(data, addr)
         else:
             self.dropped += 1
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %s", exc)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -90,17 +126,20 @@ class UdpMux(asyncio.DatagramProtocol):
             del self.by_address[addr[:2]]
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        self.sock = None
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop = None
+        sock.close()
 
 
 async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address], None]) -> UdpMux:
     """Bind the media port (all interfaces when ``host`` is empty).
 
-    We create the socket ourselves and keep it: the fan-out calls ``sock.sendto`` directly,
-    which skips asyncio's per-call bookkeeping.
+    We create the socket ourselves and keep it: reads use ``recvmsg`` for the kernel timestamp,
+    and the fan-out calls ``sock.sendto`` directly, skipping asyncio's per-call bookkeeping.
     """
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -108,8 +147,10 @@ async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address],
     for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):  # capped by the kernel, not fatal
             sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((host or "0.0.0.0", port))
     mux = UdpMux(on_stun)
-    await loop.create_datagram_endpoint(lambda: mux, sock=sock)
-    mux.sock = sock
+    mux.start(sock, loop)
     return mux
