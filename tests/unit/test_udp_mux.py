@@ -1,0 +1,39 @@
+"""The media socket: first-byte demultiplexing (RFC 7983) and kernel receive timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from relaycast.net.udp_mux import Address, open_udp_mux
+
+
+async def test_demultiplexing_and_receive_timestamps() -> None:
+    stun: list[tuple[bytes, Address]] = []
+    mux = await open_udp_mux("127.0.0.1", 0, lambda data, addr: stun.append((data, addr)))
+    assert mux.sock is not None
+    port = mux.sock.getsockname()[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        before = time.time_ns() // 1000
+        sender.sendto(b"\x00\x01" + b"\x00" * 18, ("127.0.0.1", port))  # STUN range
+        sender_address = sender.getsockname()
+        sender.sendto(b"\x80\x60" + b"\x00" * 20, ("127.0.0.1", port))  # RTP, unknown sender
+        sender.sendto(b"\x16\xfe\xff" + b"\x00" * 10, ("127.0.0.1", port))  # DTLS, unknown
+        sender.sendto(b"\xff" * 8, ("127.0.0.1", port))  # no RFC 7983 range
+        sender.sendto(b"", ("127.0.0.1", port))
+        for _ in range(100):
+            if mux.bytes_in >= 20 + 22 + 13 + 8 and stun:
+                break
+            await asyncio.sleep(0.01)
+        after = time.time_ns() // 1000
+    finally:
+        sender.close()
+        mux.close()
+    assert [data[:2] for data, _ in stun] == [b"\x00\x01"]
+    assert stun[0][1] == sender_address
+    assert mux.dropped == 3  # RTP and DTLS from an unvalidated address, and the 0xff datagram
+    # the kernel stamped each datagram when it arrived, before the loop got to it
+    assert before <= mux.arrival_us <= after
+    assert mux.sock is None  # closed
