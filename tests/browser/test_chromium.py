@@ -457,3 +457,25 @@ async def test_viewer_keeps_playing_across_publisher_reconnect(
             f"{after.video.ssrcs}"
         )
         assert await viewer.evaluate("() => window.__sameDocument === true"), "page reloaded"
+
+
+@pytest.mark.parametrize(("codec", "mime"), [("vp9", "video/VP9"), ("av1", "video/AV1")])
+async def test_vp9_and_av1_are_forwarded(
+    browser: Browser, relaycast_server: Any, codec: str, mime: str
+) -> None:
+    """VP9 and AV1 streams are forwarded like VP8: the viewer decodes the published codec,
+    starting on a keyframe found by the codec's own payload descriptor."""
+    async with open_pages(browser, relaycast_server.http) as pages:
+        publisher = await pages.publisher(source="camera", preset="360p", codec=codec)
+        sent = await wait_stats(
+            publisher,
+            f"{codec} publisher sends",
+            lambda s: s.video is not None and s.video.codec is not None,
+        )
+        assert sent.video is not None and sent.video.codec == mime, f"publisher sends {sent}"
+        viewer = await pages.viewer()
+        got = await wait_stats(
+            viewer, f"{codec} viewer decodes 60 frames", lambda s: s.video_frames >= 60
+        )
+        assert got.video is not None and got.video.codec == mime
+        print(f"\n[{codec}] {await first_frame_ms(viewer)}")
