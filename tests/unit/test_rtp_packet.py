@@ -419,3 +419,13 @@ def test_round_trip(
     q.extension_profile = 0
     assert q == p
     assert bytes(RtpPacket.parse(data)) == data  # canonical bytes are a fixed point
+
+
+def test_one_byte_padding_with_a_length_nibble_is_skipped() -> None:
+    """Found by hypothesis: 0x01 has the reserved id 0; it is padding, not an element."""
+    data = (
+        bytes.fromhex("90ef374c4f1ba1adf3753f70bede0001") + bytes([0x01, 0x30, 0x00, 0x00]) + b"x"
+    )
+    packet = RtpPacket.parse(data)
+    assert packet.extensions == [(3, b"\x00")]
+    assert RtpPacket.parse(bytes(packet)).extensions == [(3, b"\x00")]

@@ -39,10 +39,10 @@ def _parse_one_byte(data: bytes, pos: int, end: int) -> list[tuple[int, bytes]]:
     items: list[tuple[int, bytes]] = []
     while pos < end:
         b = data[pos]
-        if b == 0:
+        ext_id = b >> 4
+        if ext_id == 0:  # padding; a stray length nibble is ignored, as libwebrtc does
             pos += 1
             continue
-        ext_id = b >> 4
         if ext_id == 15:
             break
         stop = pos + 2 + (b & 0x0F)
@@ -82,7 +82,8 @@ def _parse_block(profile: int, data: bytes, pos: int, end: int) -> list[tuple[in
 def parse_extensions(profile: int, block: bytes) -> list[tuple[int, bytes]]:
     """Parse an RTP header extension block (RFC 8285 §4.2 one-byte, §4.3 two-byte form).
 
-    Padding bytes (id 0) are skipped; in the one-byte form id 15 stops parsing (§4.2). Any other
+    Padding bytes (id 0, whatever their length nibble) are skipped; in the one-byte form id 15
+    stops parsing (§4.2). Any other
     profile is a generic RFC 3550 §5.3.1 extension and is returned whole as ``[(0, block)]``.
     Raises ValueError when an element runs past the end of the block.
     """
