@@ -429,3 +429,16 @@ def test_one_byte_padding_with_a_length_nibble_is_skipped() -> None:
     packet = RtpPacket.parse(data)
     assert packet.extensions == [(3, b"\x00")]
     assert RtpPacket.parse(bytes(packet)).extensions == [(3, b"\x00")]
+
+
+def test_generic_extension_with_profile_zero_round_trips() -> None:
+    """Found by hypothesis: X=1 with the RFC 3550 profile 0x0000 is a generic extension."""
+    data = (
+        bytes.fromhex("9060000000000000000000000000" + "0001")
+        + bytes([0x01, 0x00, 0xC8, 0x14])
+        + b"payload"
+    )
+    packet = RtpPacket.parse(data)
+    assert packet.extension_profile == 0
+    assert packet.extensions == [(0, bytes([0x01, 0x00, 0xC8, 0x14]))]
+    assert bytes(packet) == data

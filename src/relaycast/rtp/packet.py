@@ -266,12 +266,13 @@ class RtpPacket:
         profile = self.extension_profile
         if not items:
             return profile, b""
+        if len(items) == 1 and items[0][0] == 0:
+            # a generic RFC 3550 §5.3.1 extension (any profile, 0 included) kept whole
+            return profile, _pad4(items[0][1])
         if profile in (0, EXTENSION_PROFILE_ONE_BYTE):
             return build_extensions(items)
         if _is_two_byte_profile(profile):
             return profile, _build_two_byte(items)
-        if len(items) == 1 and items[0][0] == 0:
-            return profile, _pad4(items[0][1])
         raise ValueError(f"cannot encode RFC 8285 extensions with profile {profile:#06x}")
 
     def __bytes__(self) -> bytes:

@@ -33,6 +33,29 @@ export async function errorFromResponse(resp, what) {
   return new HttpError(message, { status: resp.status, detail, title, problem });
 }
 
+/**
+ * End a WHIP/WHEP session: DELETE its resource (RFC 9725 §4.3), then close the connection.
+ * DELETE goes first: closing first lets the server end the session on its own (DTLS
+ * close_notify) and the DELETE would then find nothing (404). A failed DELETE is harmless:
+ * the server also frees the session once ICE consent expires (RFC 7675).
+ */
+export async function endSession(pc, resource, token) {
+  if (resource) {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    try {
+      await fetch(resource, {
+        method: "DELETE",
+        headers,
+        keepalive: true,
+        signal: AbortSignal.timeout(2000),
+      });
+    } catch {
+      // consent expiry frees the session anyway
+    }
+  }
+  if (pc) pc.close();
+}
+
 /** Resolve a Location header against the endpoint URL. */
 export function resolveLocation(resp, base) {
   const loc = resp.headers.get("Location");

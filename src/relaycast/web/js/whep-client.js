@@ -1,6 +1,6 @@
 // WHEP client: receive a stream with one HTTP POST of a recvonly SDP offer.
 
-import { errorFromResponse, HttpError, resolveLocation } from "./http-util.js";
+import { endSession, errorFromResponse, HttpError, resolveLocation } from "./http-util.js";
 
 export class WhepClient {
   /**
@@ -56,21 +56,6 @@ export class WhepClient {
     const resource = this.resourceUrl;
     this.pc = null;
     this.resourceUrl = null;
-    // DELETE first: closing the connection first lets the server end the session on its
-    // own, and the DELETE would then find nothing (404).
-    if (resource) {
-      const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
-      try {
-        await fetch(resource, {
-          method: "DELETE",
-          headers,
-          keepalive: true,
-          signal: AbortSignal.timeout(2000),
-        });
-      } catch {
-        // the server frees the session after ICE consent expires anyway
-      }
-    }
-    if (pc) pc.close();
+    await endSession(pc, resource, this.token);
   }
 }

@@ -3,7 +3,7 @@
 // relaycast is ICE-lite with host candidates in its answer, so the offer is sent at once
 // without waiting for ICE gathering (RFC 9725 §4.1 allows it; no trickle needed).
 
-import { errorFromResponse, HttpError, parseIceServerLinks, resolveLocation } from "./http-util.js";
+import { endSession, errorFromResponse, HttpError, parseIceServerLinks, resolveLocation } from "./http-util.js";
 
 /** Reorder the transceiver's codecs so `codec` (vp8|vp9|h264|av1) comes first. */
 export function preferCodec(transceiver, kind, codec) {
@@ -116,21 +116,6 @@ export class WhipClient {
     const resource = this.resourceUrl;
     this.pc = null;
     this.resourceUrl = null;
-    // DELETE first: closing the connection first lets the server end the session on its
-    // own, and the DELETE would then find nothing (404).
-    if (resource) {
-      const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
-      try {
-        await fetch(resource, {
-          method: "DELETE",
-          headers,
-          keepalive: true,
-          signal: AbortSignal.timeout(2000),
-        });
-      } catch {
-        // the server also notices the session is gone (ICE consent, RFC 7675)
-      }
-    }
-    if (pc) pc.close();
+    await endSession(pc, resource, this.token);
   }
 }
