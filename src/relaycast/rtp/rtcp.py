@@ -293,8 +293,9 @@ def _feedback_header(data: bytes, packet_type: int, fmt: int) -> tuple[int, int,
 @dataclass(slots=True)
 class RtcpNack:
     """Generic NACK, RTPFB FMT=1 (RFC 4585 §6.2.1). ``lost`` lists sequence numbers; they are
-    packed as PID + BLP pairs (pass them ascending for the most compact encoding) and parsed
-    back in PID-then-BLP-bit order.
+    packed as PID + BLP pairs (pass them ascending for the most compact encoding); a bit only
+    extends an item when it follows the item's last one, so ``parse(bytes(nack)).lost`` gives the
+    list back in its order (without duplicates, which parse() drops too).
     """
 
     FMT: ClassVar[int] = 1
@@ -307,18 +308,21 @@ class RtcpNack:
         parts = [_II.pack(self.sender_ssrc, self.media_ssrc)]
         pid = -1
         blp = 0
+        last = 0  # distance from pid of the last sequence number put in this item
         for seq in self.lost:
             seq &= 0xFFFF
             if pid >= 0:
                 d = (seq - pid) & 0xFFFF
-                if d == 0:
-                    continue
-                if d <= 16:
+                if d == 0 or (d <= 16 and blp >> (d - 1) & 1):
+                    continue  # already in this item
+                if last < d <= 16:  # only ascending bits: parse() gives the list back as is
                     blp |= 1 << (d - 1)
+                    last = d
                     continue
                 parts.append(struct.pack("!HH", pid, blp))
             pid = seq
             blp = 0
+            last = 0
         if pid >= 0:
             parts.append(struct.pack("!HH", pid, blp))
         return _pack(RTPFB, self.FMT, b"".join(parts))
@@ -329,12 +333,13 @@ class RtcpNack:
         if len(body) & 3:
             raise ValueError("RTCP NACK FCI is not a multiple of 4 bytes")
         lost: list[int] = []
+        seen: set[int] = set()
         for pos in range(8, len(body), 4):
             pid, blp = struct.unpack_from("!HH", body, pos)
-            lost.append(pid)
-            for bit in range(16):
-                if blp & (1 << bit):
-                    lost.append((pid + bit + 1) & 0xFFFF)
+            for seq in (pid, *((pid + bit + 1) & 0xFFFF for bit in range(16) if blp >> bit & 1)):
+                if seq not in seen:  # overlapping items name a packet once
+                    seen.add(seq)
+                    lost.append(seq)
         return cls(sender, media, lost)
 
 
