@@ -309,12 +309,14 @@ class RtcpNack:
         pid = -1
         blp = 0
         last = 0  # distance from pid of the last sequence number put in this item
+        seen: set[int] = set()
         for seq in self.lost:
             seq &= 0xFFFF
+            if seq in seen:
+                continue  # each packet is named once, as parse() reads it back
+            seen.add(seq)
             if pid >= 0:
                 d = (seq - pid) & 0xFFFF
-                if d == 0 or (d <= 16 and blp >> (d - 1) & 1):
-                    continue  # already in this item
                 if last < d <= 16:  # only ascending bits: parse() gives the list back as is
                     blp |= 1 << (d - 1)
                     last = d
