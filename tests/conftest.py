@@ -22,6 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples on every run (a red CI lands nothing, so a new random find must
+# come from a developer's run, where it is reported with its seed); no per-example deadline
+# there either, since a shared machine can stall any single example.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
