@@ -72,7 +72,9 @@ def test_old_packets_can_be_resent_within_the_cache_depth() -> None:
     assert sender.protect(packets[100])
 
 
-def test_oversized_packet_is_refused_cleanly() -> None:
-    sender, _ = pair("SRTP_AEAD_AES_128_GCM")
+def test_full_mtu_packets_protect_and_oversized_ones_are_refused_cleanly() -> None:
+    sender, receiver = pair("SRTP_AEAD_AES_128_GCM")
+    packet = rtp(1, size=1460)  # a full Ethernet MTU of RTP, more than pylibsrtp's buffer takes
+    assert receiver.unprotect(sender.protect(packet)) == packet
     with pytest.raises(ValueError):
-        sender.protect(rtp(1, size=1450))
+        sender.protect(rtp(2, size=4000))

@@ -20,6 +20,7 @@ SrtpError = LibSrtpError
 # RFC 3711 §3.1 / RFC 7714 §8: the auth tag (or GCM tag) is at most 16 bytes; libsrtp reserves
 # SRTP_MAX_TRAILER_LEN for tag + MKI, so keep that much room in the working buffer.
 _MAX_TRAILER = 144
+_BUFFER_SIZE = 2048
 # NACKed packets are resent with their sequence number up to the Forwarder's cache depth.
 REPLAY_WINDOW = 1024
 
@@ -33,9 +34,11 @@ def fast_protect(session: Session) -> Callable[[bytes], bytes]:
     pyproject.toml); tests/unit/test_srtp.py checks it byte for byte against ``protect``.
     """
     context = session._srtp[0]
-    cdata = session._cdata
-    view = session._buffer
-    limit = len(view) - _MAX_TRAILER
+    # our own buffer, larger than pylibsrtp's 1500 bytes: publishers may send packets up to a
+    # full Ethernet MTU, and a viewer's extension block can add a few bytes to them
+    cdata = ffi.new("char[]", _BUFFER_SIZE)
+    view = ffi.buffer(cdata)
+    limit = _BUFFER_SIZE - _MAX_TRAILER
     length = ffi.new("int *")
     protect = lib.srtp_protect
 
