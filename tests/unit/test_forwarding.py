@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import struct
 import time
 from types import SimpleNamespace
@@ -249,3 +251,28 @@ def test_a_long_stream_keeps_flowing_across_sequence_wrap_arounds() -> None:
     assert downtrack.packets_sent == sent
     assert len(wire.rtp) == sent
     assert track.packets == 0  # forwarded directly, not through the Track
+
+
+async def test_fast_start_replay_is_paced_and_live_packets_wait_for_it() -> None:
+    """A long GOP goes out in chunks across event-loop turns; a joining viewer gets the GOP,
+    then the packets that arrived meanwhile, in order, and nothing twice."""
+    forwarder, wire = Forwarder("video"), Wire()
+    track = make_track(forwarder, wire)
+    gop = [source_packet(1000, 0, VP8_KEY)]
+    gop += [source_packet(1000 + i, 3000 * i, VP8_DELTA) for i in range(1, 300)]
+    feed(track, gop)
+    viewers = []
+    for _ in range(3):
+        viewer_wire = Wire()
+        downtrack = make_downtrack(forwarder, viewer_wire)
+        downtrack.activate(viewer_wire)  # type: ignore[arg-type]
+        viewers.append(viewer_wire)
+    assert all(len(w.rtp) < len(gop) for w in viewers)  # not all at once
+    feed(track, [source_packet(1300, 900_000, VP8_DELTA)])  # live, during the replay
+    for _ in range(100):
+        await asyncio.sleep(0)
+    for viewer_wire in viewers:
+        seqs = [p.sequence_number for p in viewer_wire.rtp]
+        assert len(seqs) == 301
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert viewer_wire.rtp[0].payload == VP8_KEY

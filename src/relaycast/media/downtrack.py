@@ -95,6 +95,7 @@ class DownTrack:
         self._sendto: Callable[[bytes, tuple[str, int]], int] | None = None
         self._transport: PeerTransport | None = None
         self.started = False
+        self.catching_up = False  # replaying the GOP (fast start): live packets wait
         self.compatible = False  # until a source whose codec the viewer negotiated attaches
         self.payload_type = 0
         self.rtx_payload_type: int | None = None
@@ -129,6 +130,7 @@ class DownTrack:
 
     def source_lost(self) -> None:
         """The source goes away: remember where our sequence and timestamps continue."""
+        self.catching_up = False
         forwarder = self.forwarder
         if self.started and forwarder.newest is not None:
             newest = forwarder.newest
@@ -151,6 +153,7 @@ class DownTrack:
             log.warning("%s cannot play %s: the viewer did not negotiate it", self, track.codec_key)
 
     def close(self) -> None:
+        self.catching_up = False
         if self._transport is not None:  # keep the server's egress total after we are gone
             self._transport.mux.fanout_bytes_ended += self.bytes_sent
         self._protect = self._sendto = self._transport = None
@@ -159,11 +162,15 @@ class DownTrack:
     # -- the hot path ---------------------------------------------------------------------------
 
     def send(
-        self, packet: RtpPacket, keyframe: bool, tails: dict[int, tuple[int, bytes, bytes]]
+        self,
+        packet: RtpPacket,
+        keyframe: bool,
+        tails: dict[int, tuple[int, bytes, bytes]],
+        replay: bool = False,
     ) -> None:
         """Rewrite, protect and send one packet; ``tails`` caches each layout's ext+payload."""
         protect = self._protect
-        if protect is None or not self.compatible:
+        if protect is None or not self.compatible or (self.catching_up and not replay):
             return
         if not self.started:
             if self.kind == "video" and not keyframe:

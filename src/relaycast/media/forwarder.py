@@ -11,6 +11,7 @@ immutable tuple of DownTracks, so a join or leave during the loop cannot change 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ CACHE_SIZE = 1024  # packets kept for NACK answers (~3 s of 2.5 Mbps video)
 _CACHE_MASK = CACHE_SIZE - 1
 GOP_MAX_PACKETS = 1500  # fast-start burst limit (~1.8 MB)
 GOP_REFRESH_AGE = 4.0  # ask for a fresh keyframe when the cached one is older (s)
+REPLAY_CHUNK = 64  # fast-start packets sent per event-loop turn, over all joining viewers
 
 
 class Forwarder:
@@ -42,6 +44,9 @@ class Forwarder:
         self.gop_started = 0.0
         self.forward_errors = 0
         self.packets = 0
+        # viewers catching up on the GOP: (downtrack, GOP list being replayed, next index)
+        self._replays: list[tuple[DownTrack, list[RtpPacket], int]] = []
+        self._replay_scheduled = False
         self.newest: RtpPacket | None = None  # highest sequence number of the current source
         self.newest_at = 0.0
         self._layouts: dict[tuple[tuple[int, str, bytes | None], ...], ExtLayout] = {}
@@ -105,12 +110,11 @@ class Forwarder:
     def _remember_for_fast_start(self, packet: RtpPacket, keyframe: bool) -> None:
         gop = self.gop
         if keyframe:
-            gop.clear()
-            gop.append(packet)
+            self.gop = [packet]  # a new list: viewers still replaying the old one finish it first
             self.gop_started = time.monotonic()
         elif gop:
             if len(gop) >= GOP_MAX_PACKETS:
-                gop.clear()  # too long to replay; the next keyframe starts a fresh one
+                self.gop = []  # too long to replay; the next keyframe starts a fresh one
                 if self.source is not None:
                     self.source.request_keyframe()
             else:
@@ -119,22 +123,49 @@ class Forwarder:
     # -- joins and repairs ----------------------------------------------------------------------
 
     def catch_up(self, downtrack: DownTrack) -> None:
-        """Fast start: replay the cached keyframe and what followed it to a new viewer at once."""
+        """Fast start: replay the cached keyframe and what followed it to a new viewer.
+
+        The replay goes out in chunks of ``REPLAY_CHUNK`` packets per event-loop turn, so a
+        burst of joins does not hold up the live fan-out to everybody else; the joining viewer
+        gets no live packet until it has caught up with the GOP (which grows meanwhile).
+        """
         if self.source is None:
             return
         if self.kind != "video":
             return  # audio starts with the next packet
-        gop = list(self.gop)
-        if not gop:
+        if not self.gop:
             self.source.request_keyframe()
             return
-        tails: dict[int, tuple[int, bytes, bytes]] = {}
-        for index, packet in enumerate(gop):
-            tails.clear()
-            downtrack.send(packet, index == 0, tails)
+        downtrack.catching_up = True
+        self._replays.append((downtrack, self.gop, 0))
+        self._replay()
         if time.monotonic() - self.gop_started > GOP_REFRESH_AGE:
             # the next viewer should not replay an ever longer burst
             self.source.request_keyframe()
+
+    def _replay(self) -> None:
+        """Send the next chunk of every pending replay; reschedule while any is left."""
+        self._replay_scheduled = False
+        budget = max(REPLAY_CHUNK // max(len(self._replays), 1), 8)
+        pending: list[tuple[DownTrack, list[RtpPacket], int]] = []
+        for downtrack, gop, index in self._replays:
+            if not downtrack.catching_up:
+                continue  # closed or restarted meanwhile
+            tails: dict[int, tuple[int, bytes, bytes]] = {}
+            end = min(index + budget, len(gop))
+            for position in range(index, end):
+                tails.clear()
+                downtrack.send(gop[position], position == 0, tails, replay=True)
+            if end < len(gop):
+                pending.append((downtrack, gop, end))
+            elif gop is not self.gop and self.gop:
+                pending.append((downtrack, self.gop, 0))  # a new GOP began: continue into it
+            else:
+                downtrack.catching_up = False  # caught up: live packets from now on
+        self._replays = pending
+        if pending and not self._replay_scheduled:
+            self._replay_scheduled = True
+            asyncio.get_running_loop().call_soon(self._replay)
 
     def lookup(self, seq: int) -> RtpPacket | None:
         """The cached source packet with this sequence number, if still held."""
