@@ -12,10 +12,10 @@ from relaycast.media.session import Session
 from relaycast.media.track import Track
 from relaycast.rtp.packet import RtpPacket, unwrap_rtx
 from relaycast.rtp.rtcp import (
+    RtcpPacket,
     RtcpReceiverReport,
     RtcpSdes,
     RtcpSenderReport,
-    parse_compound,
     serialize_compound,
 )
 from relaycast.sdp import Codec, Negotiated, NegotiatedMedia
@@ -165,14 +165,7 @@ class Publisher(Session):
         self.bad_packets += 1
         return None
 
-    def on_rtcp(self, data: bytes) -> None:
-        self.rtcp_in += 1
-        try:
-            packets = parse_compound(data)
-        except ValueError:
-            self.bad_packets += 1
-            return
-        now = time.monotonic()
+    def on_rtcp_packets(self, packets: list[RtcpPacket], now: float) -> None:
         for packet in packets:
             if isinstance(packet, RtcpSenderReport):
                 track = self.tracks.get(packet.ssrc)

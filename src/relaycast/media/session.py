@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from relaycast.net.transport import PeerTransport
+from relaycast.rtp.rtcp import RtcpPacket, parse_compound
 from relaycast.sdp import Negotiated
 
 if TYPE_CHECKING:
@@ -66,7 +67,17 @@ class Session:
         """A decrypted RTP packet from the peer."""
 
     def on_rtcp(self, data: bytes) -> None:
-        """A decrypted RTCP compound packet from the peer."""
+        """A decrypted RTCP compound packet from the peer: parsed once, malformed ones counted."""
+        self.rtcp_in += 1
+        try:
+            packets = parse_compound(data)
+        except ValueError:
+            self.bad_packets += 1
+            return
+        self.on_rtcp_packets(packets, time.monotonic())
+
+    def on_rtcp_packets(self, packets: list[RtcpPacket], now: float) -> None:
+        """The packets of one RTCP compound packet (RFC 3550 §6.1)."""
 
     def on_connected(self) -> None:
         """DTLS is up and SRTP keys are set."""

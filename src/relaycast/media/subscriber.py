@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import TYPE_CHECKING
 
 from relaycast.media.downtrack import MID_URI, DownTrack, ExtLayout
@@ -11,12 +10,12 @@ from relaycast.media.session import Session
 from relaycast.rtp.rtcp import (
     RtcpFir,
     RtcpNack,
+    RtcpPacket,
     RtcpPli,
     RtcpReceiverReport,
     RtcpSdes,
     RtcpSenderReport,
     ntp_now,
-    parse_compound,
     serialize_compound,
 )
 from relaycast.sdp import Negotiated, SendSsrcs, codec_key
@@ -85,14 +84,7 @@ class Subscriber(Session):
     def on_rtp(self, data: bytes) -> None:
         self.bad_packets += 1  # viewers are receive-only
 
-    def on_rtcp(self, data: bytes) -> None:
-        self.rtcp_in += 1
-        try:
-            packets = parse_compound(data)
-        except ValueError:
-            self.bad_packets += 1
-            return
-        now = time.monotonic()
+    def on_rtcp_packets(self, packets: list[RtcpPacket], now: float) -> None:
         for packet in packets:
             if isinstance(packet, (RtcpReceiverReport, RtcpSenderReport)):
                 for block in packet.reports:

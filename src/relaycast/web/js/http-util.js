@@ -56,6 +56,23 @@ export async function endSession(pc, resource, token) {
   if (pc) pc.close();
 }
 
+/**
+ * POST an SDP offer to a WHIP/WHEP endpoint (RFC 9725 §4.2); returns the 201 response or throws
+ * an HttpError (status 0 when the server cannot be reached).
+ */
+export async function postOffer(url, sdp, token, what) {
+  const headers = { "Content-Type": "application/sdp" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(url, { method: "POST", headers, body: sdp });
+  } catch (err) {
+    throw new HttpError(`${what} failed: server unreachable (${err.message})`, { status: 0 });
+  }
+  if (resp.status !== 201) throw await errorFromResponse(resp, what);
+  return resp;
+}
+
 /** Resolve a Location header against the endpoint URL. */
 export function resolveLocation(resp, base) {
   const loc = resp.headers.get("Location");

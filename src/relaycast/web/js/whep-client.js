@@ -1,6 +1,6 @@
 // WHEP client: receive a stream with one HTTP POST of a recvonly SDP offer.
 
-import { endSession, errorFromResponse, HttpError, resolveLocation } from "./http-util.js";
+import { endSession, postOffer, resolveLocation } from "./http-util.js";
 
 export class WhepClient {
   /**
@@ -30,15 +30,7 @@ export class WhepClient {
       pc.addTransceiver("audio", { direction: "recvonly" });
       await pc.setLocalDescription(await pc.createOffer());
 
-      const headers = { "Content-Type": "application/sdp" };
-      if (this.token) headers.Authorization = `Bearer ${this.token}`;
-      let resp;
-      try {
-        resp = await fetch(this.url, { method: "POST", headers, body: pc.localDescription.sdp });
-      } catch (err) {
-        throw new HttpError(`watch failed: server unreachable (${err.message})`, { status: 0 });
-      }
-      if (resp.status !== 201) throw await errorFromResponse(resp, "watch");
+      const resp = await postOffer(this.url, pc.localDescription.sdp, this.token, "watch");
       this.resourceUrl = resolveLocation(resp, this.url);
       this.etag = resp.headers.get("ETag");
       await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });

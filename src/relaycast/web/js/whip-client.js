@@ -3,7 +3,7 @@
 // relaycast is ICE-lite with host candidates in its answer, so the offer is sent at once
 // without waiting for ICE gathering (RFC 9725 §4.1 allows it; no trickle needed).
 
-import { endSession, errorFromResponse, HttpError, parseIceServerLinks, resolveLocation } from "./http-util.js";
+import { endSession, parseIceServerLinks, postOffer, resolveLocation } from "./http-util.js";
 
 /** Reorder the transceiver's codecs so `codec` (vp8|vp9|h264|av1) comes first. */
 export function preferCodec(transceiver, kind, codec) {
@@ -65,15 +65,7 @@ export class WhipClient {
       }
       await pc.setLocalDescription(await pc.createOffer());
 
-      const headers = { "Content-Type": "application/sdp" };
-      if (this.token) headers.Authorization = `Bearer ${this.token}`;
-      let resp;
-      try {
-        resp = await fetch(this.url, { method: "POST", headers, body: pc.localDescription.sdp });
-      } catch (err) {
-        throw new HttpError(`publish failed: server unreachable (${err.message})`, { status: 0 });
-      }
-      if (resp.status !== 201) throw await errorFromResponse(resp, "publish");
+      const resp = await postOffer(this.url, pc.localDescription.sdp, this.token, "publish");
       this.resourceUrl = resolveLocation(resp, this.url);
       this.etag = resp.headers.get("ETag");
       const linked = parseIceServerLinks(resp.headers.get("Link"));
