@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Install what the tests need (once), then lint, type-check and run every test.
+# Install what the tests need, then lint, type-check and run every test.
+#
+# Python packages go into a virtual environment of the checkout's own (.venv, made or refreshed
+# here), so the result never depends on what happens to be installed on the machine. Set
+# PYTHON=/path/to/python to use another interpreter (an existing venv) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,20 +11,26 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Headless Chromium for the browser tests (Playwright drives /usr/bin/chromium).
-if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing chromium (apt)"
+# System packages: headless Chromium for the browser tests (Playwright drives /usr/bin/chromium),
+# nftables to drop packets in the lossy-link tests.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v nft >/dev/null || missing+=(nftables)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]} (apt)"
   as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
-fi
-# nftables drops packets on loopback for the adaptive-buffering test.
-if ! command -v nft >/dev/null; then
-  as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nftables
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
-PYTHON="${PYTHON:-python3}"
-echo "== pip install .[test]"
+if [ -z "${PYTHON:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    python3 -m venv .venv
+  fi
+  PYTHON=.venv/bin/python
+fi
+echo "== pip install .[test] into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
+"$PYTHON" -m pip install --quiet --upgrade pip
 "$PYTHON" -m pip install --quiet ".[test]"
 
 LINT_PATHS=(src tests)

@@ -1,0 +1,423 @@
+"""One frozen :class:`Config`, built from flags, environment and a TOML file, nowhere else.
+
+Precedence, highest first: command-line flags > ``RELAYCAST_*`` environment variables >
+TOML file (``--config FILE`` / ``RELAYCAST_CONFIG``) > defaults.  A list-valued setting given
+at a higher level replaces the whole list of a lower level (it is not merged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "STREAM_NAME_RE",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_stream_keys",
+    "valid_stream_name",
+]
+
+#: Stream names as they appear in ``/whip/{stream}``, ``/watch/{stream}`` and key names.
+STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+ENV_PREFIX = "RELAYCAST_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value relaycast cannot use; the message says which and why."""
+
+
+def valid_stream_name(name: str) -> bool:
+    """True when *name* is a usable stream name: 1-64 of ``A-Z a-z 0-9 _ -``."""
+    return bool(STREAM_NAME_RE.fullmatch(name))
+
+
+def _empty_keys() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a relaycast server.  Immutable; build it with :func:`load_config`.
+
+    ``stream_keys`` maps a stream name to its publish secret.  When it is empty a
+    ``generated_key`` (valid for any stream name) is made at construction, unless one is given.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    udp_port: int = 8443
+    public_ips: tuple[str, ...] = ()
+    host_candidates: bool = True
+    stream_keys: Mapping[str, str] = field(default_factory=_empty_keys, hash=False)
+    generated_key: str | None = None
+    ice_servers: tuple[str, ...] = ()
+    max_bitrate: int = 10_000_000
+    keyframe_interval: float = 0.5
+    consent_timeout: float = 30.0
+    log_level: str = "info"
+    web_root: str | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise containers so the object is truly immutable, whatever the caller passed.
+        keys = dict(self.stream_keys)
+        for name, secret in keys.items():
+            _check_key_pair(name, secret, "stream_keys")
+        object.__setattr__(self, "stream_keys", MappingProxyType(keys))
+        object.__setattr__(self, "public_ips", tuple(self.public_ips))
+        object.__setattr__(self, "ice_servers", tuple(self.ice_servers))
+        if keys:
+            object.__setattr__(self, "generated_key", None)
+        elif self.generated_key is None:
+            object.__setattr__(self, "generated_key", secrets.token_urlsafe(24))
+        elif not self.generated_key:
+            raise ConfigError("generated_key must not be empty")
+
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigError("host must be a host name or IP address, got an empty value")
+        _check_port(self.port, "port")
+        _check_port(self.udp_port, "udp_port")
+        for ip in self.public_ips:
+            _check_ip(ip, "public_ips")
+        for url in self.ice_servers:
+            _check_ice_url(url, "ice_servers")
+        if not isinstance(self.max_bitrate, int) or self.max_bitrate <= 0:
+            raise ConfigError(
+                f"max_bitrate must be a positive number of bit/s, got {self.max_bitrate!r}"
+            )
+        if self.keyframe_interval < 0:
+            raise ConfigError(
+                f"keyframe_interval must be >= 0 seconds, got {self.keyframe_interval!r}"
+            )
+        if self.consent_timeout <= 0:
+            raise ConfigError(f"consent_timeout must be > 0 seconds, got {self.consent_timeout!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+
+    # -- publish keys -------------------------------------------------------------------
+
+    def key_for(self, stream: str) -> str | None:
+        """The secret that publishes *stream*, or None when nobody may publish it.
+
+        With configured keys only the named streams exist; without, the generated key
+        publishes any valid stream name.
+        """
+        if not valid_stream_name(stream):
+            return None
+        if self.stream_keys:
+            return self.stream_keys.get(stream)
+        return self.generated_key
+
+    def check_key(self, stream: str, presented: str) -> bool:
+        """True when *presented* is the publish key of *stream* (constant-time comparison)."""
+        expected = self.key_for(stream)
+        given = presented.encode("utf-8", "surrogatepass")
+        if expected is None:
+            # Same amount of work as a real comparison, then refuse.
+            hmac.compare_digest(given, given)
+            return False
+        return hmac.compare_digest(given, expected.encode("utf-8", "surrogatepass"))
+
+    def web_dir(self) -> Path:
+        """Directory the pages are served from: ``web_root`` or the packaged ``web/``."""
+        if self.web_root:
+            return Path(self.web_root)
+        return Path(__file__).resolve().parent / "web"
+
+
+# -- value checks / parsers ----------------------------------------------------------------
+
+
+def _check_port(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{where} must be an integer between 0 and 65535, got {value!r}")
+
+
+def _check_ip(value: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
+        ) from None
+
+
+def _check_ice_url(value: str, where: str) -> None:
+    if not isinstance(value, str) or not value.startswith(ICE_URL_SCHEMES) or ":" not in value:
+        raise ConfigError(
+            f"{where}: {value!r} is not a STUN/TURN URL; expected e.g. 'stun:stun.example.org:3478'"
+        )
+
+
+def _check_key_pair(name: str, secret: str, where: str) -> None:
+    if not isinstance(name, str) or not valid_stream_name(name):
+        raise ConfigError(
+            f"{where}: stream name {name!r} is invalid; use 1-64 letters, digits, '_' or '-'"
+        )
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{where}: the secret for stream {name!r} is empty")
+
+
+def parse_stream_keys(items: Iterable[str], where: str = "--stream-key") -> dict[str, str]:
+    """Parse ``NAME=SECRET`` items into a dict; a repeated NAME is an error."""
+    keys: dict[str, str] = {}
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        name, sep, secret = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"{where}: expected NAME=SECRET, got {item!r} (no '=')")
+        _check_key_pair(name, secret, where)
+        if name in keys:
+            raise ConfigError(f"{where}: stream {name!r} is given a key twice")
+        keys[name] = secret
+    return keys
+
+
+def _as_int(value: object, where: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+
+
+def _as_port(value: object, where: str) -> int:
+    port = _as_int(value, where)
+    _check_port(port, where)
+    return port
+
+
+def _as_float(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{where} must be a number, got {value!r}") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _as_bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
+def _as_str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _as_str_list(value: object, where: str) -> list[str]:
+    """A list of strings from a list/tuple or a comma-separated string."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        out: list[str] = []
+        for item in value:
+            out.extend(_as_str_list(_as_str(item, where), where))
+        return out
+    raise ConfigError(f"{where} must be a string or a list of strings, got {value!r}")
+
+
+# Settings: name -> (parser, flag, env var).  Names are the Config field names.
+_SCALARS: dict[str, Any] = {
+    "host": _as_str,
+    "port": _as_port,
+    "udp_port": _as_port,
+    "host_candidates": _as_bool,
+    "max_bitrate": _as_int,
+    "keyframe_interval": _as_float,
+    "consent_timeout": _as_float,
+    "log_level": lambda v, w: _as_str(v, w).strip().lower(),
+    "web_root": _as_str,
+}
+_LISTS = ("public_ips", "ice_servers")
+
+# Flag dest (argparse) -> Config field.
+_FLAG_DESTS = {
+    "host": "host",
+    "port": "port",
+    "udp_port": "udp_port",
+    "public_ip": "public_ips",
+    "public_ips": "public_ips",
+    "host_candidates": "host_candidates",
+    "ice_server": "ice_servers",
+    "ice_servers": "ice_servers",
+    "max_bitrate": "max_bitrate",
+    "keyframe_interval": "keyframe_interval",
+    "consent_timeout": "consent_timeout",
+    "log_level": "log_level",
+    "web_root": "web_root",
+}
+# TOML keys accept the flag spelling and the field spelling.
+_TOML_KEYS = {**_FLAG_DESTS, "stream_keys": "stream_keys", "stream_key": "stream_keys"}
+# Environment variable -> Config field.
+_ENV_VARS = {
+    "RELAYCAST_HOST": "host",
+    "RELAYCAST_PORT": "port",
+    "RELAYCAST_UDP_PORT": "udp_port",
+    "RELAYCAST_PUBLIC_IP": "public_ips",
+    "RELAYCAST_HOST_CANDIDATES": "host_candidates",
+    "RELAYCAST_ICE_SERVER": "ice_servers",
+    "RELAYCAST_MAX_BITRATE": "max_bitrate",
+    "RELAYCAST_KEYFRAME_INTERVAL": "keyframe_interval",
+    "RELAYCAST_CONSENT_TIMEOUT": "consent_timeout",
+    "RELAYCAST_LOG_LEVEL": "log_level",
+    "RELAYCAST_WEB_ROOT": "web_root",
+}
+ENV_STREAM_KEY = "RELAYCAST_STREAM_KEY"
+ENV_CONFIG = "RELAYCAST_CONFIG"
+
+
+def _parse_setting(field_name: str, value: object, where: str) -> object:
+    if field_name in _LISTS:
+        return tuple(_as_str_list(value, where))
+    parser = _SCALARS[field_name]
+    return parser(value, where)
+
+
+def _from_toml(path: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path!r} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+
+    unknown = sorted(set(data) - set(_TOML_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path!r}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(sorted(set(_TOML_KEYS.values())))}"
+        )
+    settings: dict[str, object] = {}
+    for key, value in data.items():
+        field_name = _TOML_KEYS[key]
+        where = f"{path}: {key}"
+        if field_name == "stream_keys":
+            if not isinstance(value, dict):
+                raise ConfigError(f'{where} must be a table, e.g. [stream_keys] live = "secret"')
+            keys: dict[str, str] = {}
+            for name, secret in value.items():
+                _check_key_pair(name, secret, where)
+                keys[name] = secret
+            settings["stream_keys"] = keys
+        else:
+            settings[field_name] = _parse_setting(field_name, value, where)
+    return settings
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, object]:
+    settings: dict[str, object] = {}
+    for var, field_name in _ENV_VARS.items():
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        settings[field_name] = _parse_setting(field_name, raw, var)
+    raw_keys = env.get(ENV_STREAM_KEY)
+    if raw_keys is not None and raw_keys.strip():
+        settings["stream_keys"] = parse_stream_keys(raw_keys.split(","), ENV_STREAM_KEY)
+    return settings
+
+
+def _flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _from_flags(flags: Mapping[str, object]) -> dict[str, object]:
+    settings: dict[str, object] = {}
+    for dest, value in flags.items():
+        if value is None or dest in ("config", "command", "func"):
+            continue
+        if dest == "stream_key":
+            items = [value] if isinstance(value, str) else list(_iter_strs(value, "--stream-key"))
+            if items:
+                settings["stream_keys"] = parse_stream_keys(items, "--stream-key")
+            continue
+        field_name = _FLAG_DESTS.get(dest)
+        if field_name is None:
+            continue  # belongs to another subcommand
+        if field_name in _LISTS and isinstance(value, list | tuple) and not value:
+            continue
+        settings[field_name] = _parse_setting(field_name, value, _flag_name(dest))
+    return settings
+
+
+def _iter_strs(value: object, where: str) -> Iterable[str]:
+    if isinstance(value, list | tuple):
+        return [_as_str(v, where) for v in value]
+    raise ConfigError(f"{where} must be a list of NAME=SECRET strings, got {value!r}")
+
+
+def load_config(
+    flags: argparse.Namespace | Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    toml_path: str | None = None,
+) -> Config:
+    """Build the :class:`Config` from flags > environment > TOML file > defaults.
+
+    *flags* is an argparse namespace or a dict keyed by flag dest (``udp_port``,
+    ``public_ip``, ``stream_key`` ...); ``None`` values mean "not given".  *env* defaults
+    to ``os.environ``.  The TOML file is *toml_path*, else the ``config`` flag, else
+    ``RELAYCAST_CONFIG``.  Raises :class:`ConfigError` with a message a person can act on.
+    """
+    flag_map: Mapping[str, object]
+    if flags is None:
+        flag_map = {}
+    elif isinstance(flags, argparse.Namespace):
+        flag_map = vars(flags)
+    else:
+        flag_map = flags
+    environ: Mapping[str, str] = os.environ if env is None else env
+
+    path = toml_path
+    if path is None:
+        flag_path = flag_map.get("config")
+        path = str(flag_path) if flag_path else None
+    if path is None and environ.get(ENV_CONFIG, "").strip():
+        path = environ[ENV_CONFIG].strip()
+
+    merged: dict[str, object] = {}
+    if path is not None:
+        merged.update(_from_toml(path))
+    merged.update(_from_env(environ))
+    merged.update(_from_flags(flag_map))
+    return Config(**merged)  # type: ignore[arg-type]

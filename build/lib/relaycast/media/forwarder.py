@@ -1,0 +1,179 @@
+"""Fan-out of one stream's audio or video to every DownTrack.
+
+The Forwarder of a stream kind outlives publishers: viewers attach to it before the streamer
+goes live, and a reconnecting publisher's new Track is attached to the same Forwarder, so the
+viewers' DownTracks keep their SSRC and sequence space (design.md, "A publisher that reconnects").
+
+Per packet it keeps a short history for NACKs (``cache``) and, for video, the packets since the
+last keyframe (``gop``) for fast start. :meth:`forward` is the hot loop: it iterates over an
+immutable tuple of DownTracks, so a join or leave during the loop cannot change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from relaycast.media.downtrack import ExtLayout
+from relaycast.rtp.packet import RtpPacket
+
+if TYPE_CHECKING:
+    from relaycast.media.downtrack import DownTrack
+    from relaycast.media.track import Track
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 1024  # packets kept for NACK answers (~3 s of 2.5 Mbps video)
+_CACHE_MASK = CACHE_SIZE - 1
+GOP_MAX_PACKETS = 1500  # fast-start burst limit (~1.8 MB)
+GOP_REFRESH_AGE = 4.0  # ask for a fresh keyframe when the cached one is older (s)
+REPLAY_CHUNK = 64  # fast-start packets sent per event-loop turn, over all joining viewers
+
+
+class Forwarder:
+    """Forwards the packets of the current source Track of one kind to its DownTracks."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.downtracks: tuple[DownTrack, ...] = ()
+        self.source: Track | None = None
+        self.cache: list[RtpPacket | None] = [None] * CACHE_SIZE
+        self.gop: list[RtpPacket] = []
+        self.gop_started = 0.0
+        self.forward_errors = 0
+        self.packets = 0
+        # viewers catching up on the GOP: (downtrack, GOP list being replayed, next index)
+        self._replays: list[tuple[DownTrack, list[RtpPacket], int]] = []
+        self._replay_scheduled = False
+        self.newest: RtpPacket | None = None  # highest sequence number of the current source
+        self.newest_at = 0.0
+        self._layouts: dict[tuple[tuple[int, str, bytes | None], ...], ExtLayout] = {}
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def add(self, downtrack: DownTrack) -> None:
+        """Join the fan-out; equal extension layouts are shared so they are built once."""
+        downtrack.layout = self._layouts.setdefault(downtrack.layout.items, downtrack.layout)
+        self.downtracks = (*self.downtracks, downtrack)
+
+    def remove(self, downtrack: DownTrack) -> None:
+        self.downtracks = tuple(d for d in self.downtracks if d is not downtrack)
+
+    def attach_source(self, track: Track) -> None:
+        """A (new) publisher track becomes the source; DownTracks restart on its first keyframe."""
+        if self.source is not None:
+            self.detach_source(self.source)
+        self.source = track
+        for downtrack in self.downtracks:
+            downtrack.source_changed(track)
+        if self.kind == "video" and self.downtracks:
+            track.request_keyframe()
+
+    def detach_source(self, track: Track) -> None:
+        if self.source is track:
+            for downtrack in self.downtracks:
+                downtrack.source_lost()
+            self.source = None
+            self.cache = [None] * CACHE_SIZE
+            self.gop = []
+            self.newest = None
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def forward(self, packet: RtpPacket, keyframe: bool, now: float) -> None:
+        """Send one source packet to every DownTrack (design.md: synchronous, no await)."""
+        seq = packet.sequence_number
+        slot = seq & _CACHE_MASK
+        previous = self.cache[slot]
+        if previous is not None and previous.sequence_number == seq:
+            return  # duplicate (a retransmission that arrived twice)
+        self.cache[slot] = packet
+        self.packets += 1
+        newest = self.newest
+        if newest is None or (seq - newest.sequence_number) & 0xFFFF < 0x8000:
+            self.newest = packet
+            self.newest_at = now
+        if self.kind == "video":
+            self._remember_for_fast_start(packet, keyframe)
+        tails: dict[int, tuple[int, bytes, bytes]] = {}
+        for downtrack in self.downtracks:
+            try:
+                downtrack.send(packet, keyframe, tails)
+            except Exception:  # one broken viewer never stops the others
+                self.forward_errors += 1
+                errors = self.forward_errors
+                if errors & (errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... failure only
+                    log.exception("forwarding to %s failed (%d failures)", downtrack, errors)
+
+    def _remember_for_fast_start(self, packet: RtpPacket, keyframe: bool) -> None:
+        gop = self.gop
+        if keyframe:
+            self.gop = [packet]  # a new list: viewers still replaying the old one finish it first
+            self.gop_started = time.monotonic()
+        elif gop:
+            if len(gop) >= GOP_MAX_PACKETS:
+                self.gop = []  # too long to replay; the next keyframe starts a fresh one
+                if self.source is not None:
+                    self.source.request_keyframe()
+            else:
+                gop.append(packet)
+
+    # -- joins and repairs ----------------------------------------------------------------------
+
+    def catch_up(self, downtrack: DownTrack) -> None:
+        """Fast start: replay the cached keyframe and what followed it to a new viewer.
+
+        The replay goes out in chunks of ``REPLAY_CHUNK`` packets per event-loop turn, so a
+        burst of joins does not hold up the live fan-out to everybody else; the joining viewer
+        gets no live packet until it has caught up with the GOP (which grows meanwhile).
+        """
+        if self.source is None:
+            return
+        if self.kind != "video":
+            return  # audio starts with the next packet
+        if not self.gop:
+            self.source.request_keyframe()
+            return
+        downtrack.catching_up = True
+        self._replays.append((downtrack, self.gop, 0))
+        self._replay()
+        if time.monotonic() - self.gop_started > GOP_REFRESH_AGE:
+            # the next viewer should not replay an ever longer burst
+            self.source.request_keyframe()
+
+    def _replay(self) -> None:
+        """Send the next chunk of every pending replay; reschedule while any is left."""
+        self._replay_scheduled = False
+        budget = max(REPLAY_CHUNK // max(len(self._replays), 1), 8)
+        pending: list[tuple[DownTrack, list[RtpPacket], int]] = []
+        for downtrack, gop, index in self._replays:
+            if not downtrack.catching_up:
+                continue  # closed or restarted meanwhile
+            tails: dict[int, tuple[int, bytes, bytes]] = {}
+            end = min(index + budget, len(gop))
+            for position in range(index, end):
+                tails.clear()
+                downtrack.send(gop[position], position == 0, tails, replay=True)
+            if end < len(gop):
+                pending.append((downtrack, gop, end))
+            elif gop is not self.gop and self.gop:
+                pending.append((downtrack, self.gop, 0))  # a new GOP began: continue into it
+            else:
+                downtrack.catching_up = False  # caught up: live packets from now on
+        self._replays = pending
+        if pending and not self._replay_scheduled:
+            self._replay_scheduled = True
+            asyncio.get_running_loop().call_soon(self._replay)
+
+    def lookup(self, seq: int) -> RtpPacket | None:
+        """The cached source packet with this sequence number, if still held."""
+        packet = self.cache[seq & _CACHE_MASK]
+        if packet is not None and packet.sequence_number == seq:
+            return packet
+        return None
+
+    def request_keyframe(self) -> None:
+        if self.source is not None:
+            self.source.request_keyframe()

@@ -1,0 +1,178 @@
+"""The media plane: one UDP socket, the streams, the sessions and the timers that drive RTCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from relaycast.config import Config
+from relaycast.media.publisher import Publisher
+from relaycast.media.session import Session
+from relaycast.media.stream import Stream
+from relaycast.media.subscriber import Subscriber
+from relaycast.net.addresses import candidate_addresses
+from relaycast.net.dtls import DtlsCertificate
+from relaycast.net.ice_lite import IceLite
+from relaycast.net.udp_mux import UdpMux, open_udp_mux
+from relaycast.sdp import (
+    LocalTransport,
+    SessionDescription,
+    build_answer,
+    negotiate_play,
+    negotiate_publish,
+)
+
+log = logging.getLogger(__name__)
+
+FAST_TICK = 0.02  # NACK, keyframe-request and transport-cc timer (s)
+SLOW_TICK = 1.0  # reports, consent and statistics timer (s)
+
+
+class StreamBusy(Exception):
+    """Another publisher is live on this stream (WHIP answers 409)."""
+
+
+class MediaServer:
+    """Owns everything on the media side; built by ``create_app``, no module-level state."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.certificate = DtlsCertificate()
+        self.ice = IceLite()
+        self._mux: UdpMux | None = None
+        self.udp_port = config.udp_port
+        self.candidates: list[str] = []
+        self.streams: dict[str, Stream] = {}
+        self.sessions: dict[str, Session] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_tick: list[Callable[[float], None]] = []
+
+    @property
+    def mux(self) -> UdpMux:
+        if self._mux is None:
+            raise RuntimeError("media server not started")
+        return self._mux
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._mux = await open_udp_mux("", self.config.udp_port, self.ice.on_stun)
+        self.ice.mux = self._mux
+        assert self._mux.sock is not None
+        self.udp_port = self._mux.sock.getsockname()[1]
+        self.candidates = candidate_addresses(self.config)
+        self._tasks = [
+            asyncio.create_task(self._every(FAST_TICK, self._fast_tick)),
+            asyncio.create_task(self._every(SLOW_TICK, self._slow_tick)),
+        ]
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close("server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._mux is not None:
+            self._mux.close()
+            self._mux = None
+
+    async def _every(
+        self, interval: float, tick: Callable[[float], Awaitable[None] | None]
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                tick(time.monotonic())
+            except Exception:  # a timer must never die
+                log.exception("media timer failed")
+
+    def _fast_tick(self, now: float) -> None:
+        for stream in list(self.streams.values()):
+            if stream.publisher is not None:
+                stream.publisher.poll_feedback(now)
+
+    def _slow_tick(self, now: float) -> None:
+        timeout = self.config.consent_timeout
+        for session in list(self.sessions.values()):
+            if session.transport.consent_expired(now, timeout):
+                session.close(f"consent expired (no STUN for {timeout:.0f} s)")
+            elif isinstance(session, (Publisher, Subscriber)):
+                session.send_reports(now)
+        for callback in self.on_tick:
+            callback(now)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def local_transport(self, session: Session) -> LocalTransport:
+        return LocalTransport(
+            ufrag=session.transport.local_ufrag,
+            pwd=session.transport.local_pwd,
+            fingerprint=self.certificate.fingerprint,
+            candidates=[(ip, self.udp_port) for ip in self.candidates],
+        )
+
+    def _stream(self, name: str) -> Stream:
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = self.streams[name] = Stream(name)
+        return stream
+
+    def publish(self, name: str, offer: SessionDescription) -> Publisher:
+        """WHIP: negotiate (NegotiationError), refuse a second live publisher (StreamBusy)."""
+        negotiated = negotiate_publish(offer)
+        current = self.streams[name].publisher if name in self.streams else None
+        if current is not None:
+            if current.is_active(time.monotonic()):
+                raise StreamBusy(name)
+            current.close("replaced by a new publisher")  # may drop an empty Stream
+        stream = self._stream(name)
+        publisher = Publisher(self, stream, negotiated)
+        publisher.answer = build_answer(offer, negotiated, self.local_transport(publisher))
+        stream.publisher = publisher
+        self.sessions[publisher.id] = publisher
+        log.info("publisher %s on %r", publisher.id[:6], name)
+        return publisher
+
+    def play(self, name: str, offer: SessionDescription) -> Subscriber:
+        """WHEP: answer with the live codec, or every codec we forward when not live yet."""
+        stream = self.streams.get(name)
+        source = stream.publisher.codecs() if stream and stream.publisher else None
+        negotiated = negotiate_play(offer, source)
+        stream = self._stream(name)
+        subscriber = Subscriber(self, stream, negotiated)
+        subscriber.answer = build_answer(
+            offer, negotiated, self.local_transport(subscriber), send=subscriber.send_ssrcs
+        )
+        stream.subscribers.add(subscriber)
+        self.sessions[subscriber.id] = subscriber
+        return subscriber
+
+    def egress_bytes(self) -> int:
+        """UDP bytes sent: the mux's own (RTCP, STUN, DTLS), ended and live DownTracks' media."""
+        live = sum(
+            downtrack.bytes_sent
+            for stream in self.streams.values()
+            for forwarder in stream.forwarders.values()
+            for downtrack in forwarder.downtracks
+        )
+        return self.mux.bytes_out + self.mux.fanout_bytes_ended + live
+
+    def find(self, session_id: str, role: str, stream: str) -> Session | None:
+        session = self.sessions.get(session_id)
+        if session is None or session.role != role or session.stream.name != stream:
+            return None
+        return session
+
+    def forget(self, session: Session) -> None:
+        """Called once by a closing session (the end of the close cascade)."""
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+        stream = session.stream
+        if stream.empty and self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]

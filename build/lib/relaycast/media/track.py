@@ -1,0 +1,101 @@
+"""One incoming media track (one publisher SSRC) and the feedback the server gives it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from relaycast.media.feedback.keyframes import KeyframeRequester
+from relaycast.media.feedback.nack import NackGenerator
+from relaycast.media.feedback.reports import ReceiverStats
+from relaycast.media.forwarder import Forwarder
+from relaycast.rtp.codecs import is_keyframe_start
+from relaycast.rtp.packet import RtpPacket
+from relaycast.rtp.rtcp import RtcpFir, RtcpNack, RtcpPli
+from relaycast.sdp import Codec, codec_key
+
+
+class Track:
+    """Receives one publisher SSRC: statistics, NACK generation, keyframe requests, forwarding."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        codec: Codec,
+        ssrc: int,
+        sender_ssrc: int,
+        rtcp_fb: list[str],
+        ext_ids: dict[str, int],
+        forwarder: Forwarder,
+        send_rtcp: Callable[[bytes], None],
+        keyframe_interval: float,
+    ) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.codec_name = codec.name.lower()
+        self.codec_key = codec_key(codec)
+        self.payload_type = codec.payload_type
+        self.clock_rate = codec.clock_rate
+        self.ssrc = ssrc
+        self.rtx_ssrc: int | None = None
+        self.ext_ids = ext_ids
+        self.forwarder = forwarder
+        self._send_rtcp = send_rtcp
+        self.stats = ReceiverStats(ssrc, codec.clock_rate)
+        self.nack: NackGenerator | None = (
+            NackGenerator(ssrc, sender_ssrc) if "nack" in rtcp_fb else None
+        )
+        use_fir = "ccm fir" in rtcp_fb and "nack pli" not in rtcp_fb
+        self.keyframes = KeyframeRequester(
+            ssrc, sender_ssrc, interval=keyframe_interval, use_fir=use_fir
+        )
+        self.last_timestamp = 0
+        self.last_arrival = time.monotonic()
+        self._frame_timestamp: int | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes_seen = 0
+        self.retransmissions = 0
+
+    def on_packet(self, packet: RtpPacket, now: float, size: int) -> None:
+        """Account for one packet and hand it to the Forwarder."""
+        self.packets += 1
+        self.bytes += size
+        self.stats.on_packet(packet.sequence_number, packet.timestamp, now)
+        if self.nack is not None:
+            self.nack.on_packet(packet.sequence_number, now)
+        keyframe = False
+        if self.kind == "video" and packet.payload and packet.timestamp != self._frame_timestamp:
+            self._frame_timestamp = packet.timestamp
+            if is_keyframe_start(self.codec_name, packet.payload):
+                keyframe = True
+                self.keyframes_seen += 1
+                self.keyframes.keyframe_received(now)
+        self.last_timestamp = packet.timestamp
+        self.last_arrival = now
+        self.forwarder.forward(packet, keyframe, now)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, coalesced to one per interval (RFC 4585 §6.3.1)."""
+        if self.kind != "video":
+            return
+        request = self.keyframes.request(time.monotonic())
+        if request is not None:
+            self._send_rtcp(bytes(request))
+
+    def poll(self, now: float, rtt: float) -> list[RtcpNack | RtcpPli | RtcpFir]:
+        """Feedback that is due now: NACKs and a pending keyframe request."""
+        due: list[RtcpNack | RtcpPli | RtcpFir] = []
+        if self.nack is not None:
+            nack = self.nack.poll(now, rtt)
+            if nack is not None:
+                due.append(nack)
+            if self.nack.take_keyframe_request():  # gave up on lost packets: repair by keyframe
+                request = self.keyframes.request(now)
+                if request is not None:
+                    due.append(request)
+        pending = self.keyframes.poll(now)
+        if pending is not None:
+            due.append(pending)
+        return due

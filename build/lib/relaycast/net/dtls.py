@@ -1,0 +1,251 @@
+"""DTLS 1.2 for DTLS-SRTP (RFC 5764) with the certificate checked against the SDP fingerprint.
+
+The handshake runs over OpenSSL memory BIOs (pyOpenSSL), so datagrams come in and go out through
+the shared UDP socket of :class:`relaycast.net.udp_mux.UdpMux`. The server is passive (DTLS server)
+unless the offer says ``a=setup:passive`` (FFmpeg's ``whip`` muxer), in which case we connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+
+log = logging.getLogger(__name__)
+
+# RFC 5764 §4.1.2 profile names as OpenSSL spells them, in our order of preference.
+SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
+
+# key and salt lengths per profile (RFC 7714 §12, RFC 3711 §8.2)
+_KEY_SALT = {
+    "SRTP_AEAD_AES_128_GCM": (16, 12),
+    "SRTP_AES128_CM_SHA1_80": (16, 14),
+}
+
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha-1": hashes.SHA1,
+    "sha-224": hashes.SHA224,
+    "sha-256": hashes.SHA256,
+    "sha-384": hashes.SHA384,
+    "sha-512": hashes.SHA512,
+}
+
+
+def certificate_fingerprint(cert: x509.Certificate, algorithm: str = "sha-256") -> str:
+    """The ``a=fingerprint`` value of a certificate (RFC 8122 §5): upper-case hex with colons."""
+    digest = cert.fingerprint(_HASHES[algorithm]())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+class DtlsCertificate:
+    """One self-signed ECDSA P-256 certificate, shared by every session of a server."""
+
+    def __init__(self) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relaycast")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(secrets.randbits(63))
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256())
+        )
+        self.fingerprint = certificate_fingerprint(cert)
+        # cryptography objects: pyOpenSSL deprecates passing its own X509/PKey wrappers
+        self._cert = cert
+        self._key = key
+
+    def context(self) -> SSL.Context:
+        """A fresh DTLS context that demands a client certificate (checked later by fingerprint)."""
+        ctx = SSL.Context(SSL.DTLS_METHOD)
+        # Self-signed certificates are the norm in WebRTC: accept the chain here, verify the
+        # fingerprint from the SDP once the handshake is done (RFC 8827 §6.5).
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
+        ctx.use_certificate(self._cert)
+        ctx.use_privatekey(self._key)
+        # ECDHE with ECDSA *and* RSA peers (GStreamer uses RSA certificates).
+        ctx.set_cipher_list(
+            b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+            b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+            b"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA"
+        )
+        ctx.set_tlsext_use_srtp(SRTP_PROFILES)
+        return ctx
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    """Keying material exported from the handshake (RFC 5764 §4.2)."""
+
+    profile: str
+    local_key: bytes  # key || salt we protect with
+    remote_key: bytes  # key || salt we unprotect with
+
+
+class DtlsError(Exception):
+    """The handshake failed or the peer's certificate does not match its fingerprint."""
+
+
+class DtlsEndpoint:
+    """One DTLS association. Feed datagrams to :meth:`receive`; outgoing ones go to ``send``.
+
+    ``on_connected`` fires once with the SRTP keys; ``on_closed`` when the peer sends
+    close_notify or the handshake fails.
+    """
+
+    def __init__(
+        self,
+        certificate: DtlsCertificate,
+        remote_fingerprints: list[tuple[str, str]],
+        *,
+        is_client: bool,
+        send: Callable[[bytes], None],
+        on_connected: Callable[[SrtpKeys], None],
+        on_closed: Callable[[str], None],
+    ) -> None:
+        self._fingerprints = [(alg.lower(), value.upper()) for alg, value in remote_fingerprints]
+        self._send = send
+        self._on_connected = on_connected
+        self._on_closed = on_closed
+        self.is_client = is_client
+        self.connected = False
+        self.closed = False
+        self._conn = SSL.Connection(certificate.context(), None)
+        self._conn.set_ciphertext_mtu(1200)
+        if is_client:
+            self._conn.set_connect_state()
+        else:
+            self._conn.set_accept_state()
+
+    def start(self) -> None:
+        """Send the ClientHello when we are the DTLS client; no-op for the server."""
+        if self.is_client and not self.connected and not self.closed:
+            self._handshake()
+
+    def receive(self, data: bytes) -> None:
+        """Process one DTLS datagram (RFC 7983 first byte 20..63)."""
+        if self.closed:
+            return
+        self._conn.bio_write(data)
+        if not self.connected:
+            self._handshake()
+            return
+        try:
+            self._conn.recv(1500)  # application data (a data channel) is not used
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            self._close("close_notify")
+        except SSL.Error as exc:
+            log.debug("dtls record error: %s", exc)
+        self._flush()
+
+    def timeout(self) -> float | None:
+        """Seconds until the next handshake retransmission is due (RFC 6347 §4.2.4)."""
+        if self.connected or self.closed:
+            return None
+        value = self._conn.DTLSv1_get_timeout()
+        return None if value is None else float(value)
+
+    def handle_timeout(self) -> None:
+        if self.connected or self.closed:
+            return
+        try:
+            self._conn.DTLSv1_handle_timeout()
+        except SSL.Error as exc:
+            self._close(f"dtls timeout: {exc}")
+            return
+        self._flush()
+
+    def close(self) -> None:
+        """Send close_notify (best effort) and stop."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.connected:
+            with contextlib.suppress(SSL.Error):
+                self._conn.shutdown()
+            self._flush()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            self._flush()
+            return
+        except SSL.Error as exc:
+            self._flush()
+            self._close(f"dtls handshake failed: {exc}")
+            return
+        self._flush()
+        try:
+            keys = self._finish()
+        except DtlsError as exc:
+            self._close(str(exc))
+            return
+        self.connected = True
+        self._on_connected(keys)
+
+    def _finish(self) -> SrtpKeys:
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        if cert is None:
+            raise DtlsError("peer sent no certificate")
+        if not self._fingerprint_matches(cert):
+            raise DtlsError("peer certificate does not match the SDP fingerprint")
+        profile_raw = self._conn.get_selected_srtp_profile()
+        profile = profile_raw.decode() if profile_raw else ""
+        if profile not in _KEY_SALT:
+            raise DtlsError(f"no SRTP profile negotiated (got {profile!r})")
+        key_len, salt_len = _KEY_SALT[profile]
+        material = self._conn.export_keying_material(
+            b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len)
+        )
+        client_key = material[:key_len]
+        server_key = material[key_len : 2 * key_len]
+        client_salt = material[2 * key_len : 2 * key_len + salt_len]
+        server_salt = material[2 * key_len + salt_len :]
+        client, server = client_key + client_salt, server_key + server_salt
+        if self.is_client:
+            return SrtpKeys(profile, local_key=client, remote_key=server)
+        return SrtpKeys(profile, local_key=server, remote_key=client)
+
+    def _fingerprint_matches(self, cert: x509.Certificate) -> bool:
+        for alg, expected in self._fingerprints:
+            if alg not in _HASHES:
+                continue
+            actual = certificate_fingerprint(cert, alg)
+            if hmac.compare_digest(actual.encode(), expected.encode()):
+                return True
+        return False
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                data = self._conn.bio_read(65536)
+            except SSL.WantReadError:
+                return
+            if not data:
+                return
+            self._send(data)
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._on_closed(reason)

@@ -1,0 +1,77 @@
+"""ICE-lite (RFC 8445 §2.5, §7.3): answer Binding requests, never send checks.
+
+A Binding request's USERNAME is ``<our ufrag>:<their ufrag>``; our ufrag names the session.
+Requests must carry a valid MESSAGE-INTEGRITY keyed with our ice-pwd and, when present, a valid
+FINGERPRINT; anything else is dropped without an answer (no reflection for unauthenticated
+senders). A validated source address is then bound to the session in the UDP mux. The time of
+the last valid request is the session's consent (RFC 7675): the server closes sessions whose
+consent is older than 30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import TYPE_CHECKING
+
+from relaycast.net import stun
+
+if TYPE_CHECKING:
+    from relaycast.net.transport import PeerTransport
+    from relaycast.net.udp_mux import Address, UdpMux
+
+log = logging.getLogger(__name__)
+
+_ICE_CHARS = string.ascii_letters + string.digits + "+/"
+
+
+def random_ice_string(length: int) -> str:
+    """An ice-char string (RFC 8839 §5.4): ufrag >= 4 chars, pwd >= 22 chars."""
+    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+
+
+class IceLite:
+    """Routes STUN Binding requests to the transport whose local ufrag they name."""
+
+    def __init__(self) -> None:
+        self.by_ufrag: dict[str, PeerTransport] = {}
+        self.mux: UdpMux | None = None
+        self.rejected = 0
+
+    def register(self, ufrag: str, peer: PeerTransport) -> None:
+        self.by_ufrag[ufrag] = peer
+
+    def unregister(self, ufrag: str, peer: PeerTransport) -> None:
+        if self.by_ufrag.get(ufrag) is peer:
+            del self.by_ufrag[ufrag]
+
+    def on_stun(self, data: bytes, addr: Address) -> None:
+        try:
+            message = stun.StunMessage.parse(data)
+        except ValueError:
+            self.rejected += 1
+            return
+        if message.method != stun.BINDING or message.msg_class != stun.REQUEST:
+            return  # responses and indications (keepalives) need no answer from a lite agent
+        username = message.username
+        if not username or ":" not in username:
+            self.rejected += 1
+            return
+        local_ufrag = username.split(":", 1)[0]
+        peer = self.by_ufrag.get(local_ufrag)
+        if peer is None:
+            self.rejected += 1
+            log.debug("stun from %s names unknown ufrag %r", addr, local_ufrag)
+            return
+        if message.get(stun.FINGERPRINT) is not None and not stun.check_fingerprint(data):
+            self.rejected += 1
+            return
+        pwd = peer.password_for(local_ufrag)
+        if pwd is None or not stun.check_integrity(data, pwd.encode()):
+            self.rejected += 1
+            log.debug("stun from %s failed message integrity", addr)
+            return
+        if self.mux is not None:
+            self.mux.sendto(stun.binding_success(message, addr, pwd.encode()), addr)
+        peer.on_binding(addr, local_ufrag, message.get(stun.USE_CANDIDATE) is not None)

@@ -1,0 +1,156 @@
+"""One UDP socket for every peer, demultiplexed by first byte (RFC 7983 §7).
+
+* 0..3     STUN    -> :class:`relaycast.net.ice_lite.IceLite` (keyed by USERNAME)
+* 20..63   DTLS    -> the transport bound to the source address
+* 128..191 RTP/RTCP -> the transport bound to the source address
+
+Anything else, or DTLS/SRTP from an address no session has validated with STUN, is dropped and
+counted: garbage on the port never reaches a session.
+
+Datagrams are read with ``recvmsg`` and the kernel's receive timestamp (``SO_TIMESTAMPNS``):
+transport-wide congestion control feedback reports when a packet reached the host, not when the
+event loop got to it, so a fan-out burst that keeps the loop busy for a few milliseconds does not
+look like network queueing to the publisher's bandwidth estimator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relaycast.net.transport import PeerTransport
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value, absent from Python's module
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+READS_PER_WAKEUP = 256  # drain the socket in batches, but let timers run in between
+
+
+class UdpMux:
+    """The media socket. ``bind`` maps a peer address to its transport after ICE validates it."""
+
+    def __init__(self, on_stun: Callable[[bytes, Address], None]) -> None:
+        self._on_stun = on_stun
+        self.by_address: dict[Address, PeerTransport] = {}
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: kernel receive time (µs, CLOCK_REALTIME) of the datagram being dispatched
+        self.arrival_us = 0
+        self.dropped = 0
+        self.send_errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0  # what went through sendto (not the DownTracks' direct sends)
+        self.fanout_bytes_ended = 0  # media sent by DownTracks that have closed
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def start(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Own ``sock`` and read it from ``loop``."""
+        self.sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self.read_ready)
+
+    def read_ready(self) -> None:
+        """Event-loop callback: read what is queued (bounded) and dispatch each datagram."""
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(2048, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("udp receive error: %s", exc)
+                continue
+            arrival_us = 0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    arrival_us = seconds * 1_000_000 + nanoseconds // 1000
+            self.arrival_us = arrival_us or time.time_ns() // 1000
+            self.datagram_received(data, addr)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.bytes_in += len(data)
+        if not data:
+            return
+        first = data[0]
+        if first < 4:
+            self._on_stun(data, addr)
+            return
+        peer = self.by_address.get(addr[:2])
+        if peer is None:
+            self.dropped += 1
+            return
+        if 127 < first < 192:
+            peer.receive_srtp(data, addr)
+        elif 19 < first < 64:
+            peer.receive_dtls(data, addr)
+        else:
+            self.dropped += 1
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send without awaiting: a full socket buffer drops the datagram (the peer NACKs)."""
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, addr)
+            self.bytes_out += len(data)
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("udp send to %s failed: %s", addr, exc)
+
+    def bind(self, addr: Address, peer: PeerTransport) -> None:
+        self.by_address[addr[:2]] = peer
+
+    def unbind(self, addr: Address, peer: PeerTransport) -> None:
+        if self.by_address.get(addr[:2]) is peer:
+            del self.by_address[addr[:2]]
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop = None
+        sock.close()
+
+
+async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address], None]) -> UdpMux:
+    """Bind the media port (all interfaces when ``host`` is empty).
+
+    We create the socket ourselves and keep it: reads use ``recvmsg`` for the kernel timestamp,
+    and the fan-out calls ``sock.sendto`` directly, skipping asyncio's per-call bookkeeping.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):  # capped by the kernel, not fatal
+            sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.bind((host or "0.0.0.0", port))
+    mux = UdpMux(on_stun)
+    mux.start(sock, loop)
+    return mux

@@ -1,0 +1,474 @@
+// The viewer page: WHEP in, play at once (muted autoplay, visible unmute), wait for the
+// streamer, reconnect by itself, adapt the playout buffer to the link, show the numbers.
+//
+// relaycast accepts viewers before the streamer is live (201) and starts sending when the
+// stream goes live, so "waiting for the streamer" is a state of a connected viewer.
+//
+// Adaptive buffering policy (automatic mode, evaluated once a second from getStats()):
+//   loss  = packets lost / expected over the last 3 s, the worse of video and audio
+//   jitter = inbound RTP interarrival jitter (RFC 3550 §6.4.1) of the audio (video if no audio)
+//   level       target   entered when (loss >= or jitter >=)
+//   clean          0 ms   —
+//   light        200 ms   1 %   or  20 ms
+//   moderate     500 ms   4 %   or  50 ms
+//   heavy       1000 ms  10 %   or 100 ms
+// Up: as soon as two consecutive seconds call for a higher level (straight to it).
+// Down: one level at a time, after 10 consecutive seconds with loss and jitter below half
+// of the current level's entry thresholds (hysteresis: no flapping around a threshold).
+// The target goes to every receiver's jitterBufferTarget (audio and video, kept in sync).
+// applyAdaptiveBuffering(lossPercent, bufferMs) forces a target by hand and switches the
+// automatic mode off until the "automatic" switch is turned back on.
+//
+// Test hooks: window.relaycast = {state, pc, stats, framesDecoded, buffer, glassToGlass,
+//   setBufferTarget(ms), setAutoBuffering(on)}
+//   state: connecting | waiting | live | reconnecting | error
+
+import { formatBps } from "./charts.js";
+import { measureClockOffset, serverNow } from "./clock.js";
+import { streamNameFromPath } from "./http-util.js";
+import { RtpStatsSampler } from "./stats.js";
+import { TimecodeReader } from "./timecode.js";
+import { WhepClient } from "./whep-client.js";
+
+const DISCONNECT_GRACE_MS = 3000;
+const RETRY_MAX_MS = 10000;
+const STALL_MS = 2500; // no new frame for this long: the streamer is away
+
+export const BUFFER_LEVELS = Object.freeze([
+  Object.freeze({ name: "clean", ms: 0, loss: 0, jitter: 0 }),
+  Object.freeze({ name: "light", ms: 200, loss: 1, jitter: 20 }),
+  Object.freeze({ name: "moderate", ms: 500, loss: 4, jitter: 50 }),
+  Object.freeze({ name: "heavy", ms: 1000, loss: 10, jitter: 100 }),
+]);
+const UP_AFTER_S = 2;
+const DOWN_AFTER_S = 10;
+const LOSS_WINDOW_S = 3;
+
+const streamName = streamNameFromPath();
+const params = new URLSearchParams(location.search);
+
+const rc = {
+  state: "connecting",
+  pc: null,
+  error: null,
+  stream: streamName,
+  attempts: 0,
+  stats: null,
+  framesDecoded: 0,
+  /** {auto, targetMs, level, reason, lossPercent, jitterMs} */
+  buffer: { auto: true, targetMs: 0, level: "clean", reason: "clean link: no extra buffer", lossPercent: 0, jitterMs: 0 },
+  /** {lastMs, medianMs, reads, misses, at} from the test pattern's timecode */
+  glassToGlass: null,
+  setBufferTarget: (ms) => setBufferTarget(ms),
+  setAutoBuffering: (on) => setAutoBuffering(on),
+};
+window.relaycast = rc;
+
+/** The design notes' call: force a buffer as if `lossPercent` % of packets were lost. */
+window.applyAdaptiveBuffering = (lossPercent, bufferMs) => {
+  const loss = Number(lossPercent) || 0;
+  const target = bufferMs == null ? levelFor(loss, 0).ms : Number(bufferMs);
+  setAutoBuffering(false);
+  const applied = setBufferTarget(target, `set by hand for ${loss} % loss`);
+  return { targetMs: rc.buffer.targetMs, reason: rc.buffer.reason, receivers: applied };
+};
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+const statusEl = $("status");
+const unmute = $("unmute");
+const els = {
+  wrap: $("video-wrap"),
+  curtain: $("curtain"),
+  curtainText: $("curtain-text"),
+  pill: $("state-pill"),
+  overlay: $("overlay"),
+  mute: $("mute"),
+  volume: $("volume"),
+  statsToggle: $("stats-toggle"),
+  pip: $("pip"),
+  fullscreen: $("fullscreen"),
+  auto: $("auto-buffer"),
+  target: $("buffer-target"),
+  reason: $("buffer-reason"),
+  liveDot: $("live-dot"),
+};
+
+let client = null;
+let retryTimer = null;
+let disconnectTimer = null;
+let statsTimer = null;
+let lastFrameAt = 0;
+let reader = null;
+const g2g = []; // [performance.now(), delay ms]
+const lossWindow = []; // per-second loss percentages
+let upCount = 0;
+let downCount = 0;
+
+const MESSAGES = {
+  connecting: "Connecting…",
+  waiting: "Waiting for the streamer…",
+  live: "Live",
+  reconnecting: "Connection lost — reconnecting…",
+  error: "Cannot watch this stream.",
+};
+
+function setState(state, message) {
+  rc.state = state;
+  statusEl.dataset.state = state;
+  statusEl.textContent = message ?? MESSAGES[state];
+  els.pill.dataset.state = state;
+  els.pill.textContent = state === "live" ? "live" : state;
+  els.curtain.hidden = state === "live";
+  els.curtainText.textContent = message ?? MESSAGES[state];
+  els.curtain.dataset.state = state;
+  els.liveDot.hidden = state !== "live";
+}
+
+function isRetryable(err) {
+  const s = err?.status ?? 0;
+  return s === 0 || s === 404 || s === 408 || s === 409 || s === 429 || s >= 500;
+}
+
+function scheduleRetry(reason) {
+  clearTimeout(retryTimer);
+  const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** rc.attempts);
+  rc.attempts += 1;
+  setState("reconnecting", `${reason} — retrying in ${Math.max(1, Math.round(delay / 1000))} s…`);
+  retryTimer = setTimeout(connect, delay);
+}
+
+async function connect() {
+  clearTimeout(retryTimer);
+  clearTimeout(disconnectTimer);
+  if (client) await client.stop();
+  rc.pc = null;
+  if (rc.attempts === 0) setState("connecting");
+  client = new WhepClient(`/whep/${encodeURIComponent(streamName)}`, {
+    token: params.get("token") || "",
+  });
+  const thisClient = client;
+  let result;
+  try {
+    result = await client.view();
+  } catch (err) {
+    if (thisClient !== client) return;
+    rc.error = err.message || String(err);
+    if (isRetryable(err)) scheduleRetry(err.detail || "Server unreachable");
+    else setState("error", err.detail ? `${err.title || "Refused"}: ${err.detail}` : rc.error);
+    return;
+  }
+  if (thisClient !== client) return;
+  const { pc, stream } = result;
+  rc.pc = pc;
+  rc.framesDecoded = 0;
+  lastFrameAt = 0;
+  video.srcObject = stream;
+  video.play().catch(() => {}); // muted autoplay is allowed; ignore if not yet
+  applyTarget();
+  pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
+  pc.addEventListener("track", () => applyTarget());
+  onConnectionState(pc);
+  startStats(pc);
+  if (!reader) {
+    reader = new TimecodeReader(video, { now: serverNow, onDelay: onGlassToGlass });
+  }
+}
+
+function onConnectionState(pc) {
+  if (pc !== rc.pc) return;
+  switch (pc.connectionState) {
+    case "connected":
+      clearTimeout(disconnectTimer);
+      rc.attempts = 0;
+      rc.error = null;
+      if (rc.state !== "live") setState("waiting");
+      break;
+    case "disconnected":
+      clearTimeout(disconnectTimer);
+      disconnectTimer = setTimeout(() => {
+        if (pc === rc.pc && pc.connectionState === "disconnected") scheduleRetry("Connection lost");
+      }, DISCONNECT_GRACE_MS);
+      break;
+    case "failed":
+      scheduleRetry("Connection lost");
+      break;
+    default:
+      break;
+  }
+}
+
+// -- adaptive buffering ----------------------------------------------------------------------
+
+function levelIndexFor(loss, jitter) {
+  let idx = 0;
+  BUFFER_LEVELS.forEach((l, i) => {
+    if (i > 0 && (loss >= l.loss || jitter >= l.jitter)) idx = i;
+  });
+  return idx;
+}
+
+function levelFor(loss, jitter) {
+  return BUFFER_LEVELS[levelIndexFor(loss, jitter)];
+}
+
+/** Set every receiver's jitterBufferTarget (ms); returns how many receivers took it. */
+function setBufferTarget(ms, reason) {
+  const target = Math.max(0, Math.min(4000, Math.round(Number(ms) || 0)));
+  rc.buffer.targetMs = target;
+  if (reason) rc.buffer.reason = reason;
+  else if (!rc.buffer.auto) rc.buffer.reason = "set by hand";
+  const n = applyTarget();
+  showBuffer();
+  return n;
+}
+
+function applyTarget() {
+  if (!rc.pc) return 0;
+  let n = 0;
+  for (const receiver of rc.pc.getReceivers()) {
+    if ("jitterBufferTarget" in receiver) {
+      receiver.jitterBufferTarget = rc.buffer.targetMs;
+      n++;
+    } else if ("playoutDelayHint" in receiver) {
+      receiver.playoutDelayHint = rc.buffer.targetMs / 1000;
+      n++;
+    }
+  }
+  return n;
+}
+
+function setAutoBuffering(on) {
+  rc.buffer.auto = Boolean(on);
+  els.auto.checked = rc.buffer.auto;
+  upCount = 0;
+  downCount = 0;
+  if (rc.buffer.auto) {
+    // resume from the level at or below the current target
+    let idx = 0;
+    BUFFER_LEVELS.forEach((l, i) => {
+      if (l.ms <= rc.buffer.targetMs) idx = i;
+    });
+    rc.buffer.level = BUFFER_LEVELS[idx].name;
+    setBufferTarget(BUFFER_LEVELS[idx].ms, "automatic: measuring the link…");
+    return;
+  }
+  rc.buffer.level = "manual";
+  showBuffer();
+}
+
+function showBuffer() {
+  const b = rc.buffer;
+  els.target.textContent = b.targetMs >= 1000 ? `${(b.targetMs / 1000).toFixed(1)} s` : `${b.targetMs} ms`;
+  els.reason.textContent = b.reason;
+  $("ov-buffer").textContent = `${b.targetMs} ms${b.auto ? " (auto)" : " (manual)"}`;
+  for (const btn of document.querySelectorAll("[data-buffer]")) {
+    btn.setAttribute("aria-pressed", String(!b.auto && Number(btn.dataset.buffer) === b.targetMs));
+  }
+}
+
+/** One second of the automatic policy (see the top of this file). */
+function adaptBuffer(s) {
+  const losses = [s.video?.lossPercent, s.audio?.lossPercent].filter((x) => x != null);
+  if (!losses.length) return;
+  lossWindow.push(Math.max(...losses));
+  while (lossWindow.length > LOSS_WINDOW_S) lossWindow.shift();
+  const loss = lossWindow.reduce((a, b) => a + b, 0) / lossWindow.length;
+  // Audio packets leave every 20 ms, so their jitter is the link's; video jitter also
+  // counts the spread of each frame's packets, used only when there is no audio.
+  const jitter = 1000 * (s.audio?.jitter ?? s.video?.jitter ?? 0);
+  rc.buffer.lossPercent = loss;
+  rc.buffer.jitterMs = jitter;
+  if (!rc.buffer.auto) return;
+
+  const current = Math.max(0, BUFFER_LEVELS.findIndex((l) => l.ms === rc.buffer.targetMs && l.name === rc.buffer.level));
+  const wanted = levelIndexFor(loss, jitter);
+  const measured = `${loss.toFixed(1)} % loss, ${Math.round(jitter)} ms jitter`;
+  let next = current;
+  if (wanted > current) {
+    downCount = 0;
+    upCount += 1;
+    if (upCount >= UP_AFTER_S) next = wanted;
+  } else {
+    upCount = 0;
+    const lvl = BUFFER_LEVELS[current];
+    if (current > 0 && loss < lvl.loss / 2 && jitter < lvl.jitter / 2) {
+      downCount += 1;
+      if (downCount >= DOWN_AFTER_S) next = current - 1;
+    } else {
+      downCount = 0;
+    }
+  }
+  if (next !== current) {
+    upCount = 0;
+    downCount = 0;
+    const l = BUFFER_LEVELS[next];
+    rc.buffer.level = l.name;
+    const why =
+      next > current
+        ? `${measured}: ${l.name} → ${l.ms} ms`
+        : `link better for ${DOWN_AFTER_S} s (${measured}): ${l.name} → ${l.ms} ms`;
+    setBufferTarget(l.ms, `automatic · ${why}`);
+  } else if (current === 0) {
+    rc.buffer.reason = `automatic · ${measured}: clean link, no extra buffer`;
+    showBuffer();
+  } else {
+    rc.buffer.reason = `automatic · ${measured}: holding ${BUFFER_LEVELS[current].name} (${rc.buffer.targetMs} ms)`;
+    showBuffer();
+  }
+}
+
+// -- glass-to-glass --------------------------------------------------------------------------
+
+function onGlassToGlass(delayMs) {
+  const now = performance.now();
+  g2g.push([now, delayMs]);
+  while (g2g.length && g2g[0][0] < now - 3000) g2g.shift();
+  const sorted = g2g.map(([, d]) => d).sort((a, b) => a - b);
+  rc.glassToGlass = {
+    lastMs: Math.round(delayMs),
+    medianMs: Math.round(sorted[Math.floor(sorted.length / 2)]),
+    reads: reader?.reads ?? 0,
+    misses: reader?.misses ?? 0,
+    at: now,
+  };
+}
+
+// -- stats -----------------------------------------------------------------------------------
+
+function showOverlay(s) {
+  const v = s.video;
+  const set = (id, text) => ($(id).textContent = text);
+  set("ov-resolution", v?.width ? `${v.width}×${v.height}` : "—");
+  set("ov-fps", v?.fps != null ? `${Math.round(v.fps)}` : "—");
+  const kbps = (v?.kbps ?? 0) + (s.audio?.kbps ?? 0);
+  set("ov-bitrate", v?.kbps != null ? formatBps(kbps * 1000) : "—");
+  set("ov-loss", `${rc.buffer.lossPercent.toFixed(1)} %`);
+  set("ov-jitter", `${Math.round(rc.buffer.jitterMs)} ms`);
+  set(
+    "ov-freezes",
+    v?.freezes != null ? `${v.freezes}${v.freezeSeconds ? ` (${v.freezeSeconds.toFixed(1)} s)` : ""}` : "—",
+  );
+  const g = rc.glassToGlass;
+  if (g && performance.now() - g.at < 3000) {
+    set("ov-delay", `${g.medianMs} ms (measured)`);
+  } else if (v?.jitterBufferMs != null) {
+    const rtt = s.pair?.rtt ?? 0;
+    set("ov-delay", `≈ ${Math.round(v.jitterBufferMs + (rtt * 1000) / 2)} ms`);
+  } else {
+    set("ov-delay", "—");
+  }
+}
+
+// Playing state comes from decoded frames (getStats) and the <video> events together.
+function startStats(pc) {
+  clearInterval(statsTimer);
+  const sampler = new RtpStatsSampler(pc, "inbound-rtp"); // display, every 500 ms
+  const policySampler = new RtpStatsSampler(pc, "inbound-rtp"); // buffering, every second
+  let ticks = 0;
+  statsTimer = setInterval(async () => {
+    if (pc !== rc.pc) return clearInterval(statsTimer);
+    let s;
+    try {
+      s = await sampler.sample();
+    } catch {
+      return;
+    }
+    rc.stats = s;
+    const frames = s.video?.frames ?? 0;
+    const now = performance.now();
+    if (frames > rc.framesDecoded) {
+      rc.framesDecoded = frames;
+      lastFrameAt = now;
+      if (rc.state !== "live" && pc.connectionState === "connected") setState("live");
+    } else if (rc.state === "live" && now - lastFrameAt > STALL_MS) {
+      setState("waiting");
+    }
+    // every other tick (500 ms sampling): one decision a second
+    ticks += 1;
+    if (ticks % 2 === 0) {
+      adaptBuffer(await policySampler.sample().catch(() => ({})));
+    }
+    showOverlay(s);
+  }, 500);
+}
+
+// -- controls --------------------------------------------------------------------------------
+
+function updateMuteUi() {
+  unmute.hidden = !video.muted;
+  els.mute.dataset.muted = String(video.muted || video.volume === 0);
+  els.volume.value = video.muted ? 0 : video.volume;
+}
+
+function setupControls() {
+  unmute.addEventListener("click", () => {
+    video.muted = false;
+    if (video.volume === 0) video.volume = 1;
+    video.play().catch(() => {});
+  });
+  els.mute.addEventListener("click", () => {
+    video.muted = !video.muted;
+    if (!video.muted && video.volume === 0) video.volume = 1;
+  });
+  els.volume.addEventListener("input", () => {
+    video.volume = Number(els.volume.value);
+    video.muted = video.volume === 0;
+  });
+  video.addEventListener("volumechange", updateMuteUi);
+
+  const showStats = (on) => {
+    els.overlay.hidden = !on;
+    els.statsToggle.setAttribute("aria-pressed", String(on));
+    localStorage.setItem("relaycast.watchStats", on ? "1" : "0");
+  };
+  const saved = localStorage.getItem("relaycast.watchStats");
+  showStats(params.get("stats") ? params.get("stats") === "1" : saved ? saved === "1" : !matchMedia("(max-width: 600px)").matches);
+  els.statsToggle.addEventListener("click", () => showStats(els.overlay.hidden));
+
+  if (!document.pictureInPictureEnabled) els.pip.hidden = true;
+  els.pip.addEventListener("click", async () => {
+    try {
+      if (document.pictureInPictureElement) await document.exitPictureInPicture();
+      else await video.requestPictureInPicture();
+    } catch {
+      // not allowed now
+    }
+  });
+  if (!els.wrap.requestFullscreen) els.fullscreen.hidden = true;
+  els.fullscreen.addEventListener("click", async () => {
+    try {
+      if (document.fullscreenElement) await document.exitFullscreen();
+      else await els.wrap.requestFullscreen();
+    } catch {
+      // not allowed now
+    }
+  });
+  video.addEventListener("dblclick", () => els.fullscreen.click());
+
+  els.auto.addEventListener("change", () => setAutoBuffering(els.auto.checked));
+  for (const btn of document.querySelectorAll("[data-buffer]")) {
+    btn.addEventListener("click", () => {
+      setAutoBuffering(false);
+      setBufferTarget(Number(btn.dataset.buffer), "set by hand");
+    });
+  }
+}
+
+video.addEventListener("playing", () => {
+  lastFrameAt = performance.now();
+  if (rc.pc?.connectionState === "connected") setState("live");
+});
+window.addEventListener("pagehide", () => {
+  if (client) client.stop();
+});
+
+$("stream-name").textContent = streamName;
+document.title = `${streamName} · relaycast`;
+setupControls();
+updateMuteUi();
+showBuffer();
+setState("connecting");
+measureClockOffset();
+setInterval(() => measureClockOffset(), 60_000);
+connect();
