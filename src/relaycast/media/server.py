@@ -11,6 +11,12 @@ from collections.abc import Awaitable, Callable
 from relaycast.config import Config
 from relaycast.media.publisher import Publisher
 from relaycast.media.session import Session
+from relaycast.media.stats import (
+    DurationHistogram,
+    ServerCounters,
+    ServerSnapshot,
+    StreamSnapshot,
+)
 from relaycast.media.stream import Stream
 from relaycast.media.subscriber import Subscriber
 from relaycast.net.addresses import candidate_addresses
@@ -49,6 +55,9 @@ class MediaServer:
         self.sessions: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[float], None]] = []
+        self.counters = ServerCounters()
+        self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
+        self.handshake = DurationHistogram()  # session created -> DTLS connected
 
     @property
     def mux(self) -> UdpMux:
@@ -162,6 +171,41 @@ class MediaServer:
             for downtrack in forwarder.downtracks
         )
         return self.mux.bytes_out + self.mux.fanout_bytes_ended + live
+
+    def snapshot(self) -> ServerSnapshot:
+        """Everything the HTTP layer shows, copied out of the media plane (design.md)."""
+        streams: list[StreamSnapshot] = []
+        for stream in self.streams.values():
+            publisher = stream.publisher
+            codecs = publisher.codecs() if publisher is not None else {}
+            live_for = None
+            if publisher is not None and publisher.connected_at is not None:
+                live_for = time.monotonic() - publisher.connected_at
+            connected = sum(1 for s in stream.subscribers if s.connected_at is not None)
+            streams.append(
+                StreamSnapshot(
+                    name=stream.name,
+                    live=stream.live,
+                    viewers=connected,
+                    viewers_connecting=len(stream.subscribers) - connected,
+                    video_codec=codecs["video"].name if "video" in codecs else None,
+                    audio_codec=codecs["audio"].name if "audio" in codecs else None,
+                    live_for=live_for,
+                    counters=stream.counters.as_dict(),
+                )
+            )
+        publishers = sum(1 for s in self.sessions.values() if s.role == "publisher")
+        return ServerSnapshot(
+            sessions=len(self.sessions),
+            publishers=publishers,
+            subscribers=len(self.sessions) - publishers,
+            counters=self.counters.as_dict(),
+            streams=streams,
+            histograms={
+                "time_to_first_keyframe": self.first_keyframe.snapshot(),
+                "handshake": self.handshake.snapshot(),
+            },
+        )
 
     def find(self, session_id: str, role: str, stream: str) -> Session | None:
         session = self.sessions.get(session_id)

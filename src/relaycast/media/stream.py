@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from relaycast.media.forwarder import Forwarder
+from relaycast.media.stats import StreamCounters
 
 if TYPE_CHECKING:
     from relaycast.media.publisher import Publisher
@@ -21,6 +22,7 @@ class Stream:
         self.subscribers: set[Subscriber] = set()
         self.forwarders = {"audio": Forwarder("audio"), "video": Forwarder("video")}
         self.created = time.monotonic()
+        self.counters = StreamCounters()
 
     @property
     def live(self) -> bool:
