@@ -190,7 +190,10 @@ async def test_garbage_on_media_port_while_streaming(relaycast_server: Relaycast
                 assert await viewer.wait_frames("video", start + 60, timeout=5) >= start + 60
                 assert viewer.frames["audio"] > start_audio + 50
             after = await metrics(http, srv.http)
-            dropped = after["relaycast_udp_dropped_total"] - before["relaycast_udp_dropped_total"]
+            dropped = (
+                after["relaycast_udp_garbage_dropped_total"]
+                - before["relaycast_udp_garbage_dropped_total"]
+            )
             rejected = (
                 after["relaycast_stun_rejected_total"] - before["relaycast_stun_rejected_total"]
             )

@@ -610,9 +610,11 @@ async def test_api_streams_and_metrics(srv: RelaycastServer, http: aiohttp.Clien
         assert values["relaycast_sessions"] == 2
         assert values['relaycast_viewers{stream="live"}'] == 1
         assert values["relaycast_udp_bytes_in_total"] > 20_000
-        assert values['relaycast_ingress_bps{stream="live"}'] > 0
+        assert values['relaycast_stream_ingress_bytes_total{stream="live"}'] > 20_000
         for line in text.splitlines():
-            assert line.startswith("#") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? -?\d+(\.\d+)?", line)
+            assert line.startswith("#") or re.fullmatch(
+                r"[a-z_]+(\{[^}]*\})? -?\d+(\.\d+)?(e[+-]?\d+)?", line
+            )
     finally:
         await viewer.close(srv.http)
         async with http.delete(f"{srv.http}{publisher.location}") as d:

@@ -3,6 +3,7 @@ video size read from the cached key frame (create_app with the media plane start
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from relaycast.app import create_app
 from relaycast.config import Config
@@ -22,6 +25,7 @@ from relaycast.media.stream import Stream
 from relaycast.rtp.packet import RtpPacket
 
 Client = TestClient[web.Request, web.Application]
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ async def client() -> AsyncIterator[Client]:
 
 async def test_speedtest_measures_the_upload(client: Client) -> None:
     body = b"x" * (3 * 1024 * 1024)
-    resp = await client.post("/api/speedtest", data=body)
+    resp = await client.post("/api/speedtest", data=body, headers=OCTETS)
     assert resp.status == 200
     got = await resp.json()
     assert got["bytes"] == len(body)
@@ -43,11 +47,16 @@ async def test_speedtest_measures_the_upload(client: Client) -> None:
     assert got["mbps"] == pytest.approx(len(body) * 8 / got["seconds"] / 1e6, rel=0.01)
 
 
-async def test_speedtest_refuses_more_than_16_mib_and_nothing(client: Client) -> None:
-    resp = await client.post("/api/speedtest", data=b"\0" * (api.SPEEDTEST_MAX_BYTES + 70_000))
+async def test_speedtest_refuses_more_than_8_mib_and_nothing(client: Client) -> None:
+    assert api.SPEEDTEST_MAX_BYTES == 8 * 1024 * 1024  # what the page's test sends at most
+    resp = await client.post(
+        "/api/speedtest", data=b"\0" * (api.SPEEDTEST_MAX_BYTES + 70_000), headers=OCTETS
+    )
     assert resp.status == 413
     assert resp.content_type == "application/problem+json"
-    resp = await client.post("/api/speedtest", data=b"")
+    resp = await client.post("/api/speedtest", data=b"\0" * api.SPEEDTEST_MAX_BYTES, headers=OCTETS)
+    assert resp.status == 200
+    resp = await client.post("/api/speedtest", data=b"", headers=OCTETS)
     assert resp.status == 400
     assert "POST a few megabytes" in (await resp.json())["detail"]
 
@@ -68,8 +77,11 @@ async def test_server_totals_after_a_tick(client: Client) -> None:
     assert got["cpu_percent"] >= 0
     assert got["cpu_count"] >= 1
     assert got["streams"] == 0 and got["viewers"] == 0
-    text = await (await client.get("/metrics")).text()
-    assert "relaycast_process_resident_memory_bytes " in text
+    resp = await client.get("/metrics")
+    assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    assert families["process_resident_memory_bytes"].samples[0].value > 1_000_000
+    assert families["relaycast_streams"].samples[0].value == 0
 
 
 def _vp8_keyframe(width: int, height: int) -> bytes:
@@ -85,7 +97,6 @@ def _vp8_keyframe(width: int, height: int) -> bytes:
 
 class _FakeTrack:
     codec_name = "vp8"
-    bytes = 0
 
 
 class _FakePublisher:
@@ -130,3 +141,117 @@ async def test_history_and_resolution_from_the_cached_keyframe(client: Client) -
             kinds.add((await resp.content.readuntil(b"\n\n")).split(b"\n", 1)[0])
         assert kinds == {b"event: streams", b"event: server", b"event: samples"}
     del server.streams["cam"]
+
+
+# -- caps -----------------------------------------------------------------------------------------
+
+
+async def test_speedtest_wants_octet_stream(client: Client) -> None:
+    """A text/plain (or form) POST is a CORS simple request any page could make its visitors
+    send: refused with 415 before the body is read, and counted."""
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = await client.post(
+            "/api/speedtest",
+            data=b"x" * 1024,
+            headers=headers,
+            skip_auto_headers=() if content_type else ("Content-Type",),
+        )
+        assert resp.status == 415, content_type
+        assert resp.content_type == "application/problem+json"
+        assert "application/octet-stream" in (await resp.json())["detail"]
+    assert client.app[api.CAPS_KEY].speedtest.refused == {"content_type": 3}
+
+
+async def _trickle(release: asyncio.Event) -> AsyncIterator[bytes]:
+    yield b"x" * 1024
+    await release.wait()
+    yield b"y" * 1024
+
+
+async def test_speedtest_one_at_a_time_per_client_and_two_in_all(client: Client) -> None:
+    cap = client.app[api.CAPS_KEY].speedtest
+    release = asyncio.Event()
+    slow = asyncio.create_task(
+        client.post("/api/speedtest", data=_trickle(release), headers=OCTETS)
+    )
+    while cap.open == 0:  # the handler holds its slot once the headers are in
+        await asyncio.sleep(0.01)
+    resp = await client.post("/api/speedtest", data=b"x" * 1024, headers=OCTETS)
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "1"
+    assert resp.content_type == "application/problem+json"
+    assert cap.refused == {"per_client": 1}
+
+    cap.per_client = 5  # now the total cap: 2 at a time
+    second = asyncio.create_task(
+        client.post("/api/speedtest", data=_trickle(release), headers=OCTETS)
+    )
+    while cap.open < 2:
+        await asyncio.sleep(0.01)
+    resp = await client.post("/api/speedtest", data=b"x" * 1024, headers=OCTETS)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert cap.refused == {"per_client": 1, "server_busy": 1}
+
+    release.set()
+    for task in (slow, second):
+        done = await task
+        assert done.status == 200
+        assert (await done.json())["bytes"] == 2048
+    assert cap.open == 0 and cap.by_client == {}
+    resp = await client.post("/api/speedtest", data=b"x" * 1024, headers=OCTETS)
+    assert resp.status == 200
+
+    text = await (await client.get("/metrics")).text()
+    refused = {
+        (s.labels["endpoint"], s.labels["reason"]): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "relaycast_api_refused"
+        for s in f.samples
+    }
+    assert refused == {("speedtest", "per_client"): 1, ("speedtest", "server_busy"): 1}
+
+
+async def test_speedtest_upload_has_a_deadline(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "SPEEDTEST_TIMEOUT", 0.3)
+    release = asyncio.Event()
+    resp = await client.post("/api/speedtest", data=_trickle(release), headers=OCTETS)
+    assert resp.status == 408
+    release.set()
+    cap = client.app[api.CAPS_KEY].speedtest
+    assert cap.open == 0 and cap.refused == {"timeout": 1}
+
+
+async def test_events_capped_per_client_and_in_all(client: Client) -> None:
+    cap = client.app[api.CAPS_KEY].events
+    assert (cap.total, cap.per_client) == (100, 4)
+    opened = [await client.get("/api/events") for _ in range(4)]
+    for resp in opened:
+        assert resp.status == 200
+        assert (await resp.content.readuntil(b"\n\n")).startswith(b"event: history\n")
+    refused = await client.get("/api/events")
+    assert refused.status == 429
+    assert refused.content_type == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert cap.open == 4
+
+    cap.per_client, cap.total = 10, 5
+    opened.append(await client.get("/api/events"))
+    assert opened[-1].status == 200
+    refused = await client.get("/api/events")
+    assert refused.status == 503
+    assert int(refused.headers["Retry-After"]) > 0
+    assert cap.refused == {"per_client": 1, "server_busy": 1}
+
+    for resp in opened:  # closing frees the slots (the writer notices within a second)
+        resp.close()
+    deadline = time.monotonic() + 5
+    while cap.open and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert cap.open == 0 and cap.by_client == {}
+    resp = await client.get("/api/events")
+    assert resp.status == 200
+    resp.close()

@@ -1,4 +1,5 @@
-"""JSON API, server-sent events and Prometheus metrics about the streams."""
+"""JSON API and server-sent events about the streams, the speed test, and the routes of the
+Prometheus metrics (http/metrics.py); the API reads MediaServer snapshots."""
 
 from __future__ import annotations
 
@@ -7,21 +8,29 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
 from aiohttp import web
 
+from relaycast.http.metrics import METRICS_KEY, build_registry, metrics_handler
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
-from relaycast.http.signalling import media_server
+from relaycast.http.signalling import SERVER_KEY, media_server
 from relaycast.media.server import MediaServer
+from relaycast.media.stats import ServerSnapshot, StreamSnapshot
 from relaycast.media.stream import Stream
 from relaycast.rtp.resolution import FrameSize, frame_size
 
 HISTORY_SECONDS = 300  # per-stream samples kept for the dashboard charts (one a second)
-SPEEDTEST_MAX_BYTES = 16 * 1024 * 1024
+SPEEDTEST_MAX_BYTES = 8 * 1024 * 1024  # the page sends at most 8 MiB
+SPEEDTEST_TIMEOUT = 30.0  # seconds for the whole upload
+SPEEDTEST_MAX_TOTAL = 2  # speed tests running at a time
+SPEEDTEST_MAX_PER_CLIENT = 1
+EVENTS_MAX_TOTAL = 100  # open /api/events streams
+EVENTS_MAX_PER_CLIENT = 4
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,9 @@ class Sample:
 
 
 class StreamStats:
-    """Bitrates measured over the media server's 1 s tick (bytes between two ticks), the last
-    minutes of them per stream, the video size read from cached key frames, and server totals
-    (UDP ingress/egress, CPU and memory of this process)."""
+    """Bitrates measured over the media server's 1 s tick (counter bytes between two
+    snapshots), the last minutes of them per stream, the video size read from cached key
+    frames, and server totals (UDP ingress/egress, CPU and memory of this process)."""
 
     def __init__(self, server: MediaServer) -> None:
         self.server = server
@@ -51,20 +60,14 @@ class StreamStats:
         self.started = time.time()
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # first call only starts the measurement
-        self._mux_last: tuple[float, int, int] | None = None
-        self.totals: dict[str, Any] = self._totals(0, 0)
+        self._udp_last: tuple[float, int, int] | None = None
+        self.latest: ServerSnapshot = server.snapshot()  # as of the last tick
+        self.totals: dict[str, Any] = self._totals(self.latest, 0, 0)
         server.on_tick.append(self.tick)
 
-    @staticmethod
-    def _bytes(stream: Stream) -> tuple[int, int]:
-        ingress = 0
-        if stream.publisher is not None:
-            ingress = sum(t.bytes for t in stream.publisher.tracks.values())
-        egress = sum(d.bytes_sent for s in stream.subscribers for d in s.downtracks)
-        return ingress, egress
-
     def _read_resolution(self, stream: Stream) -> None:
-        """The size announced by the cached key frame (fast-start GOP), if it says one."""
+        """The size announced by the cached key frame (fast-start GOP), if it says one.
+        (Still reads the Forwarder's GOP cache directly: no snapshot carries it yet.)"""
         forwarder = stream.forwarders.get("video")
         if forwarder is None or forwarder.source is None or not forwarder.gop:
             return
@@ -75,14 +78,14 @@ class StreamStats:
                 self.resolution[stream.name] = size
                 return
 
-    def _totals(self, ingress_bps: int, egress_bps: int) -> dict[str, Any]:
+    def _totals(self, snap: ServerSnapshot, ingress_bps: int, egress_bps: int) -> dict[str, Any]:
         memory = self._process.memory_info().rss
         return {
             "time": time.time(),
             "uptime_s": round(time.time() - self.started, 1),
-            "streams": len(self.server.streams),
-            "live_streams": sum(1 for s in self.server.streams.values() if s.live),
-            "viewers": sum(viewer_count(s) for s in self.server.streams.values()),
+            "streams": len(snap.streams),
+            "live_streams": sum(1 for s in snap.streams if s.live),
+            "viewers": sum(s.viewers for s in snap.streams),
             "ingress_bps": ingress_bps,
             "egress_bps": egress_bps,
             "cpu_percent": round(self._process.cpu_percent(None), 1),
@@ -93,10 +96,14 @@ class StreamStats:
         }
 
     def tick(self, now: float) -> None:
+        """Take a snapshot; bitrates from its byte counters, one history sample a stream."""
         wall = time.time()
+        snap = self.latest = self.server.snapshot()
         current: dict[str, tuple[float, int, int]] = {}
-        for name, stream in self.server.streams.items():
-            ingress, egress = self._bytes(stream)
+        for info in snap.streams:
+            name = info.name
+            ingress = info.counters.get("ingress_bytes", 0)
+            egress = info.counters.get("egress_bytes", 0)
             current[name] = (now, ingress, egress)
             last = self._last.get(name)
             if last is not None and now > last[0]:
@@ -107,8 +114,9 @@ class StreamStats:
                 )
             rates = self.bitrate.get(name, (0, 0))
             history = self.history.setdefault(name, deque(maxlen=HISTORY_SECONDS))
-            history.append(Sample(wall, rates[0], rates[1], viewer_count(stream)))
-            if stream.live:
+            history.append(Sample(wall, rates[0], rates[1], info.viewers))
+            stream = self.server.streams.get(name)
+            if info.live and stream is not None:
                 self._read_resolution(stream)
             else:
                 self.resolution.pop(name, None)
@@ -118,61 +126,57 @@ class StreamStats:
         self.resolution = {k: v for k, v in self.resolution.items() if k in current}
 
         ingress_bps = egress_bps = 0
-        with contextlib.suppress(RuntimeError):  # the media plane is not started yet
-            mux = self.server.mux
-            egress = self.server.egress_bytes()  # sendto traffic plus the DownTracks' own sends
-            if self._mux_last is not None and now > self._mux_last[0]:
-                span = now - self._mux_last[0]
-                ingress_bps = max(0, int((mux.bytes_in - self._mux_last[1]) * 8 / span))
-                egress_bps = max(0, int((egress - self._mux_last[2]) * 8 / span))
-            self._mux_last = (now, mux.bytes_in, egress)
-        self.totals = self._totals(ingress_bps, egress_bps)
-
-
-def viewer_count(stream: Stream) -> int:
-    return sum(1 for s in stream.subscribers if s.connected_at is not None)
+        udp_in = snap.counters.get("udp_bytes_in", 0)
+        udp_out = snap.counters.get("udp_bytes_out", 0)
+        if self._udp_last is not None and now > self._udp_last[0]:
+            span = now - self._udp_last[0]
+            ingress_bps = max(0, int((udp_in - self._udp_last[1]) * 8 / span))
+            egress_bps = max(0, int((udp_out - self._udp_last[2]) * 8 / span))
+        self._udp_last = (now, udp_in, udp_out)
+        self.totals = self._totals(snap, ingress_bps, egress_bps)
 
 
 STATS_KEY = web.AppKey("stream_stats", StreamStats)
 
 
-def describe(stream: Stream, stats: StreamStats) -> dict[str, Any]:
-    publisher = stream.publisher
-    codecs = publisher.codecs() if publisher is not None else {}
-    ingress, egress = stats.bitrate.get(stream.name, (0, 0))
-    size = stats.resolution.get(stream.name)
-    live_for = None
-    if publisher is not None and publisher.connected_at is not None:
-        live_for = round(time.monotonic() - publisher.connected_at, 1)
+def describe(info: StreamSnapshot, stats: StreamStats) -> dict[str, Any]:
+    """One stream as the JSON API and the events show it."""
+    ingress, egress = stats.bitrate.get(info.name, (0, 0))
+    size = stats.resolution.get(info.name)
     return {
-        "name": stream.name,
-        "live": stream.live,
-        "viewers": viewer_count(stream),
-        "viewers_connecting": sum(1 for s in stream.subscribers if s.connected_at is None),
-        "video_codec": codecs["video"].name if "video" in codecs else None,
-        "audio_codec": codecs["audio"].name if "audio" in codecs else None,
+        "name": info.name,
+        "live": info.live,
+        "viewers": info.viewers,
+        "viewers_connecting": info.viewers_connecting,
+        "video_codec": info.video_codec,
+        "audio_codec": info.audio_codec,
         "ingress_bps": ingress,
         "egress_bps": egress,
-        "uptime_s": live_for,
+        "uptime_s": round(info.live_for, 1) if info.live_for is not None else None,
         "width": size.width if size else None,
         "height": size.height if size else None,
         "resolution": str(size) if size else None,
-        "watch_url": f"/watch/{stream.name}",
+        "watch_url": f"/watch/{info.name}",
     }
+
+
+def _find(server: MediaServer, name: str) -> StreamSnapshot:
+    for info in server.snapshot().streams:
+        if info.name == name:
+            return info
+    raise ProblemError(404, "Unknown stream", f"nobody publishes or watches {name!r} now")
 
 
 async def list_streams(request: web.Request) -> web.Response:
     stats = request.app[STATS_KEY]
-    streams = [describe(s, stats) for s in media_server(request).streams.values()]
+    streams = [describe(s, stats) for s in media_server(request).snapshot().streams]
     return web.json_response(streams)
 
 
 async def get_stream(request: web.Request) -> web.Response:
     name = require_stream_name(request.match_info["stream"])
-    stream = media_server(request).streams.get(name)
-    if stream is None:
-        raise ProblemError(404, "Unknown stream", f"nobody publishes or watches {name!r} now")
-    return web.json_response(describe(stream, request.app[STATS_KEY]))
+    info = _find(media_server(request), name)
+    return web.json_response(describe(info, request.app[STATS_KEY]))
 
 
 def history_json(stats: StreamStats, name: str) -> dict[str, Any]:
@@ -187,10 +191,8 @@ def history_json(stats: StreamStats, name: str) -> dict[str, Any]:
 async def get_history(request: web.Request) -> web.Response:
     """The last minutes of one stream, one sample a second: [t, ingress, egress, viewers]."""
     name = require_stream_name(request.match_info["stream"])
-    stats = request.app[STATS_KEY]
-    if name not in media_server(request).streams:
-        raise ProblemError(404, "Unknown stream", f"nobody publishes or watches {name!r} now")
-    return web.json_response(history_json(stats, name))
+    _find(media_server(request), name)
+    return web.json_response(history_json(request.app[STATS_KEY], name))
 
 
 async def get_server(request: web.Request) -> web.Response:
@@ -206,26 +208,138 @@ async def get_time(request: web.Request) -> web.Response:
     )
 
 
-async def speedtest(request: web.Request) -> web.Response:
-    """Upload speed test: reads the request body (up to 16 MiB) and reports how fast it came.
+class ConnectionCap:
+    """At most ``total`` requests at a time, and ``per_client`` from one client address;
+    refusals are problem documents with ``Retry-After`` and are counted by reason."""
 
-    The time runs from the first body chunk to the last, so the request headers and any
-    queueing before the handler do not count; the page also times the whole request and
-    shows the lower of the two rates.
+    def __init__(
+        self, endpoint: str, total: int, per_client: int, retry_after: int, what: str
+    ) -> None:
+        self.endpoint = endpoint
+        self.total = total
+        self.per_client = per_client
+        self.retry_after = retry_after
+        self.what = what  # "event streams", "speed tests" (for the detail sentence)
+        self.by_client: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+        self._open = 0
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    @contextlib.contextmanager
+    def hold(self, client: str) -> Iterator[None]:
+        """One slot for *client* while the ``with`` body runs; ProblemError 503/429 if full."""
+        retry = {"Retry-After": str(self.retry_after)}
+        if self._open >= self.total:
+            self.refuse("server_busy")
+            raise ProblemError(
+                503,
+                "Too many connections",
+                f"the server already runs {self.total} {self.what}; try again later",
+                headers=retry,
+            )
+        if self.by_client.get(client, 0) >= self.per_client:
+            self.refuse("per_client")
+            raise ProblemError(
+                429,
+                "Too Many Requests",
+                f"at most {self.per_client} {self.what} at a time from one address; "
+                "close another one or try again later",
+                headers=retry,
+            )
+        self._open += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            left = self.by_client[client] - 1
+            if left:
+                self.by_client[client] = left
+            else:
+                del self.by_client[client]
+
+
+@dataclass
+class ApiCaps:
+    """The API's concurrency caps (one set per app)."""
+
+    events: ConnectionCap
+    speedtest: ConnectionCap
+
+    @classmethod
+    def defaults(cls) -> ApiCaps:
+        return cls(
+            events=ConnectionCap(
+                "events", EVENTS_MAX_TOTAL, EVENTS_MAX_PER_CLIENT, 10, "live event streams"
+            ),
+            speedtest=ConnectionCap(
+                "speedtest", SPEEDTEST_MAX_TOTAL, SPEEDTEST_MAX_PER_CLIENT, 1, "speed tests"
+            ),
+        )
+
+
+CAPS_KEY = web.AppKey("api_caps", ApiCaps)
+
+
+def client_address(request: web.Request) -> str:
+    """The peer address the caps count by."""
+    return request.remote or "unknown"
+
+
+async def speedtest(request: web.Request) -> web.Response:
+    """Upload speed test: reads an ``application/octet-stream`` body (up to 8 MiB, within
+    30 s) and reports how fast it came.
+
+    Only ``application/octet-stream`` is accepted, so that a page elsewhere cannot make its
+    visitors upload here with a CORS "simple" request (its POST would have to be preflighted),
+    and a few run at a time (:data:`SPEEDTEST_MAX_TOTAL`, one per address).  The time runs
+    from the first body chunk to the last, so the request headers and any queueing before the
+    handler do not count; the page also times the whole request and shows the lower of the
+    two rates.
     """
+    cap = request.app[CAPS_KEY].speedtest
+    # the header itself: aiohttp's request.content_type says octet-stream when there is none,
+    # and a POST without Content-Type is a simple request too
+    media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type != "application/octet-stream":
+        cap.refuse("content_type")
+        raise ProblemError(
+            415,
+            "Unsupported Media Type",
+            "POST the speed test body as Content-Type: application/octet-stream",
+        )
     received = 0
     first: float | None = None
     started = time.perf_counter()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        if first is None:
-            first = time.perf_counter()
-        received += len(chunk)
-        if received > SPEEDTEST_MAX_BYTES:
+    with cap.hold(client_address(request)):
+        try:
+            async with asyncio.timeout(SPEEDTEST_TIMEOUT):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    if first is None:
+                        first = time.perf_counter()
+                    received += len(chunk)
+                    if received > SPEEDTEST_MAX_BYTES:
+                        cap.refuse("too_large")
+                        raise ProblemError(
+                            413,
+                            "Content Too Large",
+                            f"send at most {SPEEDTEST_MAX_BYTES // (1024 * 1024)} MiB "
+                            "to the speed test",
+                        )
+        except TimeoutError:
+            cap.refuse("timeout")
             raise ProblemError(
-                413,
-                "Content Too Large",
-                f"send at most {SPEEDTEST_MAX_BYTES // (1024 * 1024)} MiB to the speed test",
-            )
+                408,
+                "Request Timeout",
+                f"the speed test upload must finish within {SPEEDTEST_TIMEOUT:.0f} s",
+                headers={"Connection": "close"},
+            ) from None
     finished = time.perf_counter()
     seconds = finished - (first if first is not None else started)
     if received == 0:
@@ -244,68 +358,45 @@ async def speedtest(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events, once a second: ``streams`` (the stream list, as GET /api/streams),
     ``server`` (the totals, as GET /api/server) and ``samples`` (each stream's newest history
-    sample).  On connect, one ``history`` event carries every stream's last minutes."""
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    stats = request.app[STATS_KEY]
-    server = media_server(request)
+    sample), all as of the media server's last tick.  On connect, one ``history`` event
+    carries every stream's last minutes.  At most :data:`EVENTS_MAX_TOTAL` streams are open at
+    a time, :data:`EVENTS_MAX_PER_CLIENT` from one address (503 / 429 beyond)."""
+    with request.app[CAPS_KEY].events.hold(client_address(request)):
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        stats = request.app[STATS_KEY]
 
-    def event(name: str, data: Any) -> bytes:
-        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        def event(name: str, data: Any) -> bytes:
+            return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
-    try:
-        history = {name: history_json(stats, name)["samples"] for name in server.streams}
-        await response.write(event("history", history))
-        while True:
-            await response.write(
-                event("streams", [describe(s, stats) for s in server.streams.values()])
-            )
-            await response.write(event("server", stats.totals))
-            newest = {
-                name: samples[-1].as_json() for name, samples in stats.history.items() if samples
+        try:
+            history = {
+                name: [s.as_json() for s in samples] for name, samples in stats.history.items()
             }
-            await response.write(event("samples", newest))
-            await asyncio.sleep(1.0)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return response
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition format."""
-    server = media_server(request)
-    stats = request.app[STATS_KEY]
-    mux = server.mux
-    lines = [
-        "# TYPE relaycast_streams gauge",
-        f"relaycast_streams {len(server.streams)}",
-        "# TYPE relaycast_sessions gauge",
-        f"relaycast_sessions {len(server.sessions)}",
-        "# TYPE relaycast_udp_bytes_in_total counter",
-        f"relaycast_udp_bytes_in_total {mux.bytes_in}",
-        "# TYPE relaycast_udp_bytes_out_total counter",
-        f"relaycast_udp_bytes_out_total {server.egress_bytes()}",
-        "# TYPE relaycast_udp_dropped_total counter",
-        f"relaycast_udp_dropped_total {mux.dropped}",
-        "# TYPE relaycast_stun_rejected_total counter",
-        f"relaycast_stun_rejected_total {server.ice.rejected}",
-        "# TYPE relaycast_process_cpu_percent gauge",
-        f"relaycast_process_cpu_percent {stats.totals['cpu_percent']}",
-        "# TYPE relaycast_process_resident_memory_bytes gauge",
-        f"relaycast_process_resident_memory_bytes {stats.totals['memory_rss_bytes']}",
-        "# TYPE relaycast_viewers gauge",
-    ]
-    for stream in server.streams.values():
-        info = describe(stream, stats)
-        lines.append(f'relaycast_viewers{{stream="{stream.name}"}} {info["viewers"]}')
-        lines.append(f'relaycast_ingress_bps{{stream="{stream.name}"}} {info["ingress_bps"]}')
-        lines.append(f'relaycast_egress_bps{{stream="{stream.name}"}} {info["egress_bps"]}')
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+            await response.write(event("history", history))
+            while True:
+                streams = [describe(s, stats) for s in stats.latest.streams]
+                await response.write(event("streams", streams))
+                await response.write(event("server", stats.totals))
+                newest = {
+                    name: samples[-1].as_json()
+                    for name, samples in stats.history.items()
+                    if samples
+                }
+                await response.write(event("samples", newest))
+                await asyncio.sleep(1.0)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
 
 def add_routes(app: web.Application) -> None:
+    """The API routes, their caps and the app's metrics registry."""
+    caps = app[CAPS_KEY] = ApiCaps.defaults()
+    server = app[SERVER_KEY]
+    app[METRICS_KEY] = build_registry(app, server.snapshot, [caps.events, caps.speedtest])
     app.router.add_get("/api/streams", list_streams)
     app.router.add_get("/api/streams/{stream}", get_stream)
     app.router.add_get("/api/streams/{stream}/history", get_history)
@@ -313,4 +404,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/time", get_time)
     app.router.add_post("/api/speedtest", speedtest)
     app.router.add_get("/api/events", events)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler)
