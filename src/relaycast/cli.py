@@ -87,7 +87,9 @@ def add_serve_command(subparsers: Any) -> None:
         "--host-candidates",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="advertise every non-loopback interface address (default on)",
+        help="advertise the interface addresses as ICE candidates: only the --host address "
+        "when it is a specific IP, else every non-loopback one (default: on only when no "
+        "--public-ip is given)",
     )
     p.add_argument(
         "--ice-server",
@@ -100,13 +102,74 @@ def add_serve_command(subparsers: Any) -> None:
         "--keyframe-interval",
         type=float,
         metavar="SECONDS",
-        help="minimum time between keyframe requests to a publisher (default 0.5)",
+        help="minimum time between keyframe requests to a publisher (default 0.5, at least 0.1)",
     )
     p.add_argument(
         "--consent-timeout",
         type=float,
         metavar="SECONDS",
         help="close a session after this long without ICE consent (default 30)",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a session whose ICE and DTLS are not done after this long (default 10)",
+    )
+    limits = p.add_argument_group(
+        "limits", "admission limits for the public internet (answered with 429 or 503)"
+    )
+    limits.add_argument(
+        "--max-sessions", type=int, metavar="N", help="publishers + viewers in all (default 5000)"
+    )
+    limits.add_argument(
+        "--max-sessions-per-ip",
+        type=int,
+        metavar="N",
+        help="viewer sessions from one client address (default 50)",
+    )
+    limits.add_argument(
+        "--max-viewers-per-stream",
+        type=int,
+        metavar="N",
+        help="viewers of one stream (default 2000)",
+    )
+    limits.add_argument(
+        "--max-streams",
+        type=int,
+        metavar="N",
+        help="streams a viewer may bring into existence by asking for them (default 200)",
+    )
+    limits.add_argument(
+        "--whep-rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="WHEP requests per second from one client address (default 10)",
+    )
+    limits.add_argument(
+        "--whep-burst",
+        type=int,
+        metavar="N",
+        help="WHEP requests one client address may send at once (default 20)",
+    )
+    limits.add_argument(
+        "--bad-key-limit",
+        type=int,
+        metavar="N",
+        help="wrong publish keys from one address before it must wait (default 10)",
+    )
+    limits.add_argument(
+        "--bad-key-window",
+        type=float,
+        metavar="SECONDS",
+        help="the period --bad-key-limit counts over (default 60)",
+    )
+    limits.add_argument(
+        "--trust-proxy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="take the client address from the last X-Forwarded-For entry; only behind a "
+        "proxy that every request passes (default off)",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     p.add_argument("--web-root", metavar="DIR", help="serve the pages from DIR instead")

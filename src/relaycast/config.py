@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "MIN_KEYFRAME_INTERVAL",
     "STREAM_NAME_RE",
     "Config",
     "ConfigError",
@@ -36,6 +37,18 @@ STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 ENV_PREFIX = "RELAYCAST_"
+#: Smallest ``keyframe_interval``: below it, viewers could make the publisher send keyframes
+#: back to back (0 used to disable coalescing altogether).
+MIN_KEYFRAME_INTERVAL = 0.1
+#: Whole-number settings that must be >= 1.
+_LIMIT_COUNTS = (
+    "max_sessions",
+    "max_sessions_per_ip",
+    "max_viewers_per_stream",
+    "max_streams",
+    "whep_burst",
+    "bad_key_limit",
+)
 
 
 class ConfigError(ValueError):
@@ -63,15 +76,27 @@ class Config:
     port: int = 8080
     udp_port: int = 8443
     public_ips: tuple[str, ...] = ()
-    host_candidates: bool = True
+    #: None: advertise interface addresses only when no public IP is configured.
+    host_candidates: bool | None = None
     stream_keys: Mapping[str, str] = field(default_factory=_empty_keys, hash=False)
     generated_key: str | None = None
     ice_servers: tuple[str, ...] = ()
     max_bitrate: int = 10_000_000
     keyframe_interval: float = 0.5
     consent_timeout: float = 30.0
+    handshake_timeout: float = 10.0
     log_level: str = "info"
     web_root: str | None = None
+    # Admission limits (relaycast.http.limits); every viewer is anonymous.
+    max_sessions: int = 5000
+    max_sessions_per_ip: int = 50
+    max_viewers_per_stream: int = 2000
+    max_streams: int = 200
+    whep_rate: float = 10.0
+    whep_burst: int = 20
+    bad_key_limit: int = 10
+    bad_key_window: float = 60.0
+    trust_proxy: bool = False
 
     def __post_init__(self) -> None:
         # Normalise containers so the object is truly immutable, whatever the caller passed.
@@ -100,16 +125,53 @@ class Config:
             raise ConfigError(
                 f"max_bitrate must be a positive number of bit/s, got {self.max_bitrate!r}"
             )
-        if self.keyframe_interval < 0:
+        if self.host_candidates is not None and not isinstance(self.host_candidates, bool):
             raise ConfigError(
-                f"keyframe_interval must be >= 0 seconds, got {self.keyframe_interval!r}"
+                f"{_spell('host_candidates')} must be true or false, got {self.host_candidates!r}"
             )
-        if self.consent_timeout <= 0:
-            raise ConfigError(f"consent_timeout must be > 0 seconds, got {self.consent_timeout!r}")
+        if not self.keyframe_interval >= MIN_KEYFRAME_INTERVAL:  # also refuses NaN
+            raise ConfigError(
+                f"{_spell('keyframe_interval')} must be at least {MIN_KEYFRAME_INTERVAL} seconds "
+                f"(it spaces the keyframe requests viewers cause), got {self.keyframe_interval!r}"
+            )
+        _check_positive(self.consent_timeout, "consent_timeout", "seconds")
+        _check_positive(self.handshake_timeout, _spell("handshake_timeout"), "seconds")
+        for name in _LIMIT_COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{_spell(name)} must be a whole number >= 1, got {value!r}")
+        _check_positive(self.whep_rate, _spell("whep_rate"), "requests per second")
+        _check_positive(self.bad_key_window, _spell("bad_key_window"), "seconds")
+        if not isinstance(self.trust_proxy, bool):
+            raise ConfigError(
+                f"{_spell('trust_proxy')} must be true or false, got {self.trust_proxy!r}"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
+
+    # -- addresses ------------------------------------------------------------------------
+
+    def host_ip(self) -> str | None:
+        """``host`` when it is one IP address other than a wildcard, else None."""
+        try:
+            ip = ipaddress.ip_address(self.host.strip().strip("[]"))
+        except ValueError:
+            return None  # a host name
+        return None if ip.is_unspecified else str(ip)
+
+    def media_bind_host(self) -> str:
+        """The IP to bind the media UDP socket to: ``host`` when it is a specific IP address,
+        else ``""`` (every interface, for ``0.0.0.0``, ``::`` or a host name)."""
+        return self.host_ip() or ""
+
+    def advertises_host_candidates(self) -> bool:
+        """Whether interface addresses are ICE candidates: ``host_candidates`` when set,
+        else only when no public IP is configured (RFC 8445 §5.1.1.1)."""
+        if self.host_candidates is None:
+            return not self.public_ips
+        return self.host_candidates
 
     # -- publish keys -------------------------------------------------------------------
 
@@ -143,6 +205,22 @@ class Config:
 
 
 # -- value checks / parsers ----------------------------------------------------------------
+
+
+def _spell(field_name: str) -> str:
+    """A setting as people may have written it: ``name (--flag / RELAYCAST_NAME)``."""
+    env = ENV_PREFIX + field_name.upper()
+    return f"{field_name} ({_flag_name(field_name)} / {env})"
+
+
+def _check_positive(value: object, where: str, unit: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise ConfigError(f"{where} must be a number of {unit} > 0, got {value!r}")
 
 
 def _check_port(value: object, where: str) -> None:
@@ -263,8 +341,18 @@ _SCALARS: dict[str, Any] = {
     "max_bitrate": _as_int,
     "keyframe_interval": _as_float,
     "consent_timeout": _as_float,
+    "handshake_timeout": _as_float,
     "log_level": lambda v, w: _as_str(v, w).strip().lower(),
     "web_root": _as_str,
+    "max_sessions": _as_int,
+    "max_sessions_per_ip": _as_int,
+    "max_viewers_per_stream": _as_int,
+    "max_streams": _as_int,
+    "whep_rate": _as_float,
+    "whep_burst": _as_int,
+    "bad_key_limit": _as_int,
+    "bad_key_window": _as_float,
+    "trust_proxy": _as_bool,
 }
 _LISTS = ("public_ips", "ice_servers")
 
@@ -281,8 +369,18 @@ _FLAG_DESTS = {
     "max_bitrate": "max_bitrate",
     "keyframe_interval": "keyframe_interval",
     "consent_timeout": "consent_timeout",
+    "handshake_timeout": "handshake_timeout",
     "log_level": "log_level",
     "web_root": "web_root",
+    "max_sessions": "max_sessions",
+    "max_sessions_per_ip": "max_sessions_per_ip",
+    "max_viewers_per_stream": "max_viewers_per_stream",
+    "max_streams": "max_streams",
+    "whep_rate": "whep_rate",
+    "whep_burst": "whep_burst",
+    "bad_key_limit": "bad_key_limit",
+    "bad_key_window": "bad_key_window",
+    "trust_proxy": "trust_proxy",
 }
 # TOML keys accept the flag spelling and the field spelling.
 _TOML_KEYS = {**_FLAG_DESTS, "stream_keys": "stream_keys", "stream_key": "stream_keys"}
@@ -297,8 +395,18 @@ _ENV_VARS = {
     "RELAYCAST_MAX_BITRATE": "max_bitrate",
     "RELAYCAST_KEYFRAME_INTERVAL": "keyframe_interval",
     "RELAYCAST_CONSENT_TIMEOUT": "consent_timeout",
+    "RELAYCAST_HANDSHAKE_TIMEOUT": "handshake_timeout",
     "RELAYCAST_LOG_LEVEL": "log_level",
     "RELAYCAST_WEB_ROOT": "web_root",
+    "RELAYCAST_MAX_SESSIONS": "max_sessions",
+    "RELAYCAST_MAX_SESSIONS_PER_IP": "max_sessions_per_ip",
+    "RELAYCAST_MAX_VIEWERS_PER_STREAM": "max_viewers_per_stream",
+    "RELAYCAST_MAX_STREAMS": "max_streams",
+    "RELAYCAST_WHEP_RATE": "whep_rate",
+    "RELAYCAST_WHEP_BURST": "whep_burst",
+    "RELAYCAST_BAD_KEY_LIMIT": "bad_key_limit",
+    "RELAYCAST_BAD_KEY_WINDOW": "bad_key_window",
+    "RELAYCAST_TRUST_PROXY": "trust_proxy",
 }
 ENV_STREAM_KEY = "RELAYCAST_STREAM_KEY"
 ENV_CONFIG = "RELAYCAST_CONFIG"

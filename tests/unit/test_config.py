@@ -30,13 +30,20 @@ def test_defaults_without_any_source() -> None:
     config = load_config({}, env={})
     assert (config.host, config.port, config.udp_port) == ("127.0.0.1", 8080, 8443)
     assert config.public_ips == ()
-    assert config.host_candidates is True
+    assert config.host_candidates is None  # automatic: on only without public IPs
+    assert config.advertises_host_candidates() is True
     assert dict(config.stream_keys) == {}
     assert config.ice_servers == ()
     assert config.max_bitrate == 10_000_000
     assert config.keyframe_interval == 0.5
     assert config.consent_timeout == 30.0
+    assert config.handshake_timeout == 10.0
     assert config.log_level == "info"
+    assert (config.max_sessions, config.max_sessions_per_ip) == (5000, 50)
+    assert (config.max_viewers_per_stream, config.max_streams) == (2000, 200)
+    assert (config.whep_rate, config.whep_burst) == (10.0, 20)
+    assert (config.bad_key_limit, config.bad_key_window) == (10, 60.0)
+    assert config.trust_proxy is False
     # No keys configured: a random key is generated, long enough to resist guessing.
     assert config.generated_key is not None and len(config.generated_key) >= 32
     assert load_config({}, env={}).generated_key != config.generated_key
@@ -189,6 +196,94 @@ def test_bad_values_raise_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(flags, env=env)
+
+
+# Every setting added for the public internet: (field, flag dest, env value, parsed, TOML text).
+NEW_SETTINGS = [
+    ("handshake_timeout", "handshake_timeout", "4.5", 4.5, "handshake_timeout = 4.5"),
+    ("max_sessions", "max_sessions", "300", 300, "max_sessions = 300"),
+    ("max_sessions_per_ip", "max_sessions_per_ip", "7", 7, "max_sessions_per_ip = 7"),
+    ("max_viewers_per_stream", "max_viewers_per_stream", "9", 9, "max_viewers_per_stream = 9"),
+    ("max_streams", "max_streams", "3", 3, "max_streams = 3"),
+    ("whep_rate", "whep_rate", "2.5", 2.5, "whep_rate = 2.5"),
+    ("whep_burst", "whep_burst", "4", 4, "whep_burst = 4"),
+    ("bad_key_limit", "bad_key_limit", "3", 3, "bad_key_limit = 3"),
+    ("bad_key_window", "bad_key_window", "30", 30.0, "bad_key_window = 30"),
+    ("trust_proxy", "trust_proxy", "yes", True, "trust_proxy = true"),
+    ("keyframe_interval", "keyframe_interval", "0.1", 0.1, "keyframe_interval = 0.25"),
+]
+
+
+@pytest.mark.parametrize(("field", "dest", "env_value", "parsed", "toml"), NEW_SETTINGS)
+def test_new_settings_from_each_source_with_precedence(
+    tmp_path: Path, field: str, dest: str, env_value: str, parsed: object, toml: str
+) -> None:
+    env_var = "RELAYCAST_" + field.upper()
+    path = write_toml(tmp_path, toml + "\n")
+    from_toml = getattr(load_config({}, env={}, toml_path=path), field)
+    assert from_toml != getattr(Config(), field)  # the file changed it
+    # env beats TOML
+    assert getattr(load_config({}, env={env_var: env_value}, toml_path=path), field) == parsed
+    # flag (through the real argparse parser) beats env
+    flag = "--" + dest.replace("_", "-")
+    args = [flag] if isinstance(parsed, bool) else [flag, env_value]
+    namespace = cli.build_parser().parse_args(["serve", *args])
+    other = "no" if isinstance(parsed, bool) else "1"
+    from_flag = getattr(load_config(namespace, env={env_var: other}, toml_path=path), field)
+    assert from_flag == parsed
+    assert getattr(load_config({}, env={env_var: other}), field) != parsed
+    # not given anywhere: the default
+    assert getattr(load_config(cli.build_parser().parse_args(["serve"]), env={}), field) == (
+        getattr(Config(), field)
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RELAYCAST_MAX_SESSIONS": "0"}, "max_sessions (--max-sessions / RELAYCAST_MAX_SESSIONS)"),
+        ({"RELAYCAST_MAX_SESSIONS_PER_IP": "-1"}, "max_sessions_per_ip .* whole number >= 1"),
+        ({"RELAYCAST_MAX_VIEWERS_PER_STREAM": "0"}, "max_viewers_per_stream .* >= 1, got 0"),
+        ({"RELAYCAST_MAX_STREAMS": "lots"}, "RELAYCAST_MAX_STREAMS must be an integer"),
+        ({"RELAYCAST_WHEP_RATE": "0"}, "whep_rate .* requests per second > 0, got 0.0"),
+        ({"RELAYCAST_WHEP_RATE": "nan"}, "whep_rate .* > 0, got nan"),
+        ({"RELAYCAST_WHEP_BURST": "0"}, "whep_burst .* >= 1"),
+        ({"RELAYCAST_BAD_KEY_LIMIT": "0"}, "bad_key_limit .* >= 1"),
+        ({"RELAYCAST_BAD_KEY_WINDOW": "-5"}, "bad_key_window .* seconds > 0"),
+        ({"RELAYCAST_TRUST_PROXY": "sometimes"}, "RELAYCAST_TRUST_PROXY must be true or false"),
+        ({"RELAYCAST_HANDSHAKE_TIMEOUT": "0"}, "handshake_timeout .* seconds > 0, got 0.0"),
+        ({"RELAYCAST_HANDSHAKE_TIMEOUT": "inf"}, "handshake_timeout .* > 0, got inf"),
+        # 0 used to turn keyframe-request coalescing off: a viewer could then make the
+        # publisher send keyframes back to back.
+        ({"RELAYCAST_KEYFRAME_INTERVAL": "0"}, "keyframe_interval .* at least 0.1 seconds"),
+        ({"RELAYCAST_KEYFRAME_INTERVAL": "0.05"}, "at least 0.1 seconds .* got 0.05"),
+    ],
+)
+def test_new_settings_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config({}, env=env)
+
+
+def test_new_settings_bad_values_in_toml_and_flags(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="whep_burst must be an integer"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, "whep_burst = 2.5\n"))
+    with pytest.raises(ConfigError, match=r"max_streams .* >= 1, got 0"):
+        load_config({}, env={}, toml_path=write_toml(tmp_path, "max_streams = 0\n"))
+    with pytest.raises(ConfigError, match="--max-sessions must be an integer"):
+        load_config({"max_sessions": "x"}, env={})
+    # The command line turns them into exit status 2 with the message.
+    assert cli.main(["serve", "--whep-rate", "0"]) == 2
+
+
+def test_host_candidates_explicit_override_beats_automatic() -> None:
+    public = {"public_ip": ["203.0.113.7"]}
+    assert load_config(public, env={}).advertises_host_candidates() is False
+    on = load_config({**public, "host_candidates": True}, env={})
+    assert on.advertises_host_candidates() is True
+    env_on = load_config(public, env={"RELAYCAST_HOST_CANDIDATES": "on"})
+    assert env_on.advertises_host_candidates() is True
+    off = load_config({"host_candidates": False}, env={})
+    assert off.advertises_host_candidates() is False
 
 
 def test_toml_errors(tmp_path: Path) -> None:
@@ -344,13 +439,54 @@ def test_host_addresses_filters_loopback_link_local_and_duplicates(
 
 def test_candidate_addresses_order_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(psutil, "net_if_addrs", fake_if_addrs)
-    config = Config(public_ips=("203.0.113.7", "10.0.0.5"))
-    assert addresses.candidate_addresses(config) == ["203.0.113.7", "10.0.0.5", "2001:4860::5"]
-    off = Config(public_ips=("203.0.113.7",), host_candidates=False)
+    on = Config(host="0.0.0.0", public_ips=("203.0.113.7", "10.0.0.5"), host_candidates=True)
+    assert addresses.candidate_addresses(on) == ["203.0.113.7", "10.0.0.5", "2001:4860::5"]
+    off = Config(host="0.0.0.0", public_ips=("203.0.113.7",), host_candidates=False)
     assert addresses.candidate_addresses(off) == ["203.0.113.7"]
-    assert addresses.candidate_addresses(Config(host_candidates=False)) == ["127.0.0.1"]
+    assert addresses.candidate_addresses(Config(host="::", host_candidates=False)) == ["127.0.0.1"]
     monkeypatch.setattr(psutil, "net_if_addrs", lambda: {})
+    assert addresses.candidate_addresses(Config(host="0.0.0.0")) == ["127.0.0.1"]
+
+
+def test_public_ip_turns_host_candidates_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer to an anonymous viewer lists only what the operator chose to publish."""
+    monkeypatch.setattr(psutil, "net_if_addrs", fake_if_addrs)
+    wildcard = Config(host="0.0.0.0", public_ips=("203.0.113.7",))
+    assert wildcard.advertises_host_candidates() is False
+    assert addresses.candidate_addresses(wildcard) == ["203.0.113.7"]
+    # No public IP: every usable interface address, as before.
+    assert addresses.candidate_addresses(Config(host="0.0.0.0")) == ["10.0.0.5", "2001:4860::5"]
+    assert addresses.candidate_addresses(Config(host="localhost")) == ["10.0.0.5", "2001:4860::5"]
+
+
+def test_specific_host_is_the_only_host_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "net_if_addrs", fake_if_addrs)
+    # The default: HTTP and media on loopback, the one candidate a local browser can use.
     assert addresses.candidate_addresses(Config()) == ["127.0.0.1"]
+    assert addresses.candidate_addresses(Config(host="10.0.0.5")) == ["10.0.0.5"]
+    assert addresses.candidate_addresses(Config(host="2001:4860::5")) == ["2001:4860::5"]
+    both = Config(host="10.0.0.5", public_ips=("203.0.113.7",), host_candidates=True)
+    assert addresses.candidate_addresses(both) == ["203.0.113.7", "10.0.0.5"]
+    # Nothing else to offer: the address the media socket is bound to.
+    none = Config(host="10.0.0.5", host_candidates=False)
+    assert addresses.candidate_addresses(none) == ["10.0.0.5"]
+
+
+@pytest.mark.parametrize(
+    ("host", "bind"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("::1", "::1"),
+        ("[2001:db8::5]", "2001:db8::5"),
+        ("0.0.0.0", ""),
+        ("::", ""),
+        ("localhost", ""),
+        ("relay.example.org", ""),
+    ],
+)
+def test_media_bind_host(host: str, bind: str) -> None:
+    assert Config(host=host).media_bind_host() == bind
 
 
 def test_host_addresses_on_this_machine_are_usable() -> None:

@@ -1,7 +1,11 @@
 """Which IP addresses the server advertises as ICE host candidates (RFC 8445 §5.1.1.1).
 
 ICE-lite servers offer only host candidates; the public IPs the operator configures
-(for a server behind 1:1 NAT) come first, then the machine's own interface addresses.
+(for a server behind 1:1 NAT) come first, then, when host candidates are on, the machine's
+own address: the ``--host`` address when it is a specific IP (the media socket is bound to
+it, see :meth:`Config.media_bind_host`), else every usable interface address.  Host
+candidates are on by default only when no public IP is configured, so an answer to an
+anonymous viewer does not list private addresses the operator did not ask to publish.
 """
 
 from __future__ import annotations
@@ -58,16 +62,18 @@ def host_addresses(include_loopback: bool = False) -> list[str]:
 
 def candidate_addresses(config: Config) -> list[str]:
     """Addresses to advertise: configured public IPs first, then (when
-    ``config.host_candidates``) the interface addresses; ``127.0.0.1`` only if nothing else.
+    :meth:`Config.advertises_host_candidates`) the ``host`` IP if it is a specific address,
+    else the interface addresses; ``127.0.0.1`` only if nothing else.
     """
     out: list[str] = []
     for ip in config.public_ips:
         if ip not in out:
             out.append(ip)
-    if config.host_candidates:
-        for ip in host_addresses():
+    if config.advertises_host_candidates():
+        bound = config.host_ip()
+        for ip in [bound] if bound is not None else host_addresses():
             if ip not in out:
                 out.append(ip)
     if not out:
-        out.append(LOOPBACK_FALLBACK)
+        out.append(config.host_ip() or LOOPBACK_FALLBACK)
     return out
