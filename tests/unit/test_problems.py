@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from relaycast.http.cors import EXPOSE_HEADERS, cors_middleware, ice_server_link
+from relaycast.http.cors import EXPOSE_HEADERS, cors_middleware, cors_on_prepare, ice_server_link
 from relaycast.http.pages import add_page_routes, default_web_root
 from relaycast.http.problems import ProblemError, problem, problem_middleware
 
@@ -244,6 +244,32 @@ async def test_error_responses_carry_cors_in_either_middleware_order(
     assert bad.status == 405
     assert bad.headers.get("Access-Control-Allow-Origin") == "*"
     assert "GET" in bad.headers["Allow"]
+
+
+async def test_streamed_responses_carry_cors(make_client: ClientMaker) -> None:
+    """A handler that prepares its own response (server-sent events) gets the CORS headers
+    from ``cors_on_prepare``: aiohttp runs the hook when ``response.prepared`` is already
+    true, which once made the hook skip every streamed response."""
+    app = web.Application(middlewares=[problem_middleware, cors_middleware()])
+    app.on_response_prepare.append(cors_on_prepare)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: 1\n\n")
+        return response
+
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/events", events)
+    client = await make_client(app)
+    resp = await client.get("/api/events", headers={"Origin": "https://other.example"})
+    assert resp.status == 200
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*"
+    assert resp.headers.get("Access-Control-Expose-Headers") == EXPOSE_HEADERS
+    assert await resp.read() == b"data: 1\n\n"
+    # Not a CORS path: nothing added.
+    plain = await client.get("/events")
+    assert "Access-Control-Allow-Origin" not in plain.headers
 
 
 def test_ice_server_link_quotes_values() -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from relaycast.sdp import MAX_SDP_BYTES, SdpError, parse_sdp, parse_sdpfrag
+from relaycast.sdp.parse import (
+    MAX_MEDIA_SECTIONS,
+    MAX_SDPFRAG_LINES,
+    MAX_SECTION_LINES,
+    MAX_SESSION_LINES,
+    SdpLimitError,
+)
 
 SAMPLES = Path(__file__).parent / "sdp_samples"
 ALL = sorted(p.name for p in SAMPLES.glob("*.sdp"))
@@ -263,3 +271,69 @@ def test_sdpfrag_session_level_and_empty() -> None:
         parse_sdpfrag("candidate:1 1 udp 1 1.2.3.4 5 typ host")
     with pytest.raises(SdpError, match="line 2: a=candidate must be"):
         parse_sdpfrag("a=ice-ufrag:abcd\na=candidate:garbage\n")
+
+
+# -- caps: an offer is refused at the first line past a cap ---------------------------------
+
+
+def _sections(count: int) -> str:
+    """MINIMAL plus offerer-rejected audio sections up to *count* m= sections in all."""
+    return MINIMAL + "m=audio 0 UDP/TLS/RTP/SAVPF 0\n" * (count - 1)
+
+
+def test_sixteen_sections_parse_seventeen_are_refused() -> None:
+    assert len(parse_sdp(_sections(MAX_MEDIA_SECTIONS)).media) == MAX_MEDIA_SECTIONS
+    with pytest.raises(SdpLimitError) as info:
+        parse_sdp(_sections(MAX_MEDIA_SECTIONS + 1))
+    assert info.value.limit == "m-sections" and info.value.maximum == 16
+    assert "more than 16 m= sections" in str(info.value)
+    assert isinstance(info.value, SdpError)  # callers that only know SdpError still refuse
+
+
+def test_three_thousand_sections_fail_fast() -> None:
+    """The offer of the review (~3,000 m= sections in 64 KiB) took 85-145 ms and ~2.5 MiB."""
+    text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n" + "m=audio 0 X 0\r\n" * 3000
+    assert len(text.encode()) < MAX_SDP_BYTES
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        with pytest.raises(SdpLimitError, match="line 21: more than 16 m= sections"):
+            parse_sdp(text)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.01, f"{best * 1000:.1f} ms"  # measured ~0.1 ms
+
+
+def test_lines_per_section_capped() -> None:
+    ok = MINIMAL + "a=x-pad\n" * (MAX_SECTION_LINES - 10)
+    assert parse_sdp(ok).media[0].kind == "video"
+    with pytest.raises(
+        SdpLimitError, match=r"m= section of line 5 has more than 512 lines"
+    ) as info:
+        parse_sdp(MINIMAL + "a=ssrc:1 cname:x\n" * MAX_SECTION_LINES)
+    assert info.value.limit == "section-lines"
+    # The cap counts per section: two sections of 300 lines each are fine.
+    two = MINIMAL + "a=x-pad\n" * 290 + "m=audio 0 UDP/TLS/RTP/SAVPF 0\n" + "a=x-pad\n" * 300
+    assert len(parse_sdp(two).media) == 2
+
+
+def test_session_level_lines_capped() -> None:
+    head, _, rest = MINIMAL.partition("m=video")
+    text = head + "a=x-pad\n" * MAX_SESSION_LINES + "m=video" + rest
+    with pytest.raises(SdpLimitError, match="lines before the first m= line") as info:
+        parse_sdp(text)
+    assert info.value.limit == "session-lines"
+
+
+def test_sdpfrag_lines_capped() -> None:
+    frag = "a=ice-ufrag:abcd\n" + "a=end-of-candidates\n" * MAX_SDPFRAG_LINES
+    with pytest.raises(SdpLimitError, match="at most 1024 lines"):
+        parse_sdpfrag(frag)
+    assert parse_sdpfrag("a=ice-ufrag:abcd\n" + "a=x\n" * 100)[0] == "abcd"
+
+
+def test_every_sample_is_well_inside_the_caps() -> None:
+    for name in ALL:
+        lines = [line for line in sample(name).splitlines() if line]
+        sections = sum(line.startswith("m=") for line in lines)
+        assert sections <= MAX_MEDIA_SECTIONS // 4, name
+        assert len(lines) <= MAX_SECTION_LINES // 2, name

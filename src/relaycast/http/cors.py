@@ -63,18 +63,29 @@ def ice_server_link(url: str, username: str | None = None, credential: str | Non
     return value
 
 
-def apply_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Add ``Access-Control-Allow-Origin`` and ``-Expose-Headers`` to *response*."""
-    if response.prepared:
-        return
+def _set_cors_headers(response: web.StreamResponse) -> None:
     response.headers.setdefault("Access-Control-Allow-Origin", "*")
     response.headers.setdefault("Access-Control-Expose-Headers", EXPOSE_HEADERS)
 
 
+def apply_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add ``Access-Control-Allow-Origin`` and ``-Expose-Headers`` to *response*, unless it
+    was prepared already (its headers are on the wire)."""
+    if response.prepared:
+        return
+    _set_cors_headers(response)
+
+
 async def cors_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """``app.on_response_prepare`` hook: CORS headers on every response of a CORS path."""
+    """``app.on_response_prepare`` hook: CORS headers on every response of a CORS path.
+
+    aiohttp runs this hook inside ``prepare()``, after it has attached the payload writer
+    (so ``response.prepared`` is already true) and before it writes the headers: the headers
+    are set here without the ``prepared`` check, which used to skip every streamed response
+    (the server-sent events of ``/api/events``).
+    """
     if is_cors_path(request.path):
-        apply_cors_headers(request, response)
+        _set_cors_headers(response)
 
 
 def cors_middleware(

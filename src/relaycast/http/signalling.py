@@ -9,6 +9,7 @@ from relaycast.http.problems import ProblemError
 from relaycast.media.server import MediaServer
 from relaycast.media.session import Session
 from relaycast.sdp import SdpError, SessionDescription, build_sdpfrag, parse_sdp, parse_sdpfrag
+from relaycast.sdp.parse import SdpLimitError
 
 MAX_SDP_BYTES = 64 * 1024
 SDP = "application/sdp"
@@ -56,7 +57,14 @@ async def read_offer(request: web.Request) -> SessionDescription:
     try:
         return parse_sdp(text)
     except SdpError as exc:
-        raise ProblemError(400, "Malformed SDP", str(exc)) from exc
+        raise _sdp_problem(exc, "Malformed SDP") from exc
+
+
+def _sdp_problem(exc: SdpError, title: str) -> ProblemError:
+    """400 for malformed SDP; 413 (RFC 9110 §15.5.14) naming the cap for SDP over a limit."""
+    if isinstance(exc, SdpLimitError):
+        return ProblemError(413, "SDP Too Large", str(exc), limit=exc.limit, maximum=exc.maximum)
+    return ProblemError(400, title, str(exc))
 
 
 def created(request: web.Request, session: Session, location: str) -> web.Response:
@@ -87,7 +95,7 @@ async def patch_session(request: web.Request, role: str) -> web.Response:
     try:
         ufrag, pwd, _candidates = parse_sdpfrag(text)
     except SdpError as exc:
-        raise ProblemError(400, "Malformed SDP fragment", str(exc)) from exc
+        raise _sdp_problem(exc, "Malformed SDP fragment") from exc
     if_match = request.headers.get("If-Match")
     restart = ufrag is not None and ufrag != session.negotiated.remote_ufrag
     if restart:

@@ -7,6 +7,7 @@ the HTTP layer can hand it to the person who sent the offer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from relaycast.sdp.model import DIRECTIONS, Codec, MediaSection, SessionDescription
@@ -19,6 +20,7 @@ FINGERPRINT_SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "
 
 _SETUP_VALUES = ("actpass", "active", "passive", "holdconn")  # RFC 4145 §4
 _LINE_RE = re.compile(r"([a-z])=(.*)")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every C0 control but TAB, and DEL
 _ICE_CHARS_RE = re.compile(r"[A-Za-z0-9+/]+")  # ice-char, RFC 8839 §5.4
 _RTPMAP_RE = re.compile(r"(\d{1,3})\s+([^/\s]+)/(\d{1,7})(?:/(\d{1,2}))?")
 _HEX_PAIRS_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*")
@@ -30,6 +32,24 @@ class SdpError(ValueError):
     """The SDP text is malformed or lacks something every WebRTC offer must carry."""
 
 
+class SdpLimitError(SdpError):
+    """The SDP exceeds one of the caps below (the HTTP layer answers 413 naming it)."""
+
+    def __init__(self, message: str, limit: str, maximum: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+
+
+#: Caps on what one offer may carry, checked while parsing so that parsing stops at the cap.
+#: Browsers send 2 m= sections (3 with a data channel), simulcast too; the largest sections
+#: seen (Chrome's video with every codec) have about 170 lines.
+MAX_MEDIA_SECTIONS = 16
+MAX_SECTION_LINES = 512
+MAX_SESSION_LINES = 128
+MAX_SDPFRAG_LINES = 1024
+
+
 #: one-byte header extension values are at most 16 bytes (RFC 8285 §4.2)
 MAX_MID_BYTES = 16
 
@@ -39,26 +59,29 @@ def _q(line: str) -> str:
     return repr(line if len(line) <= 100 else line[:97] + "...")
 
 
-def _split_lines(text: str) -> list[tuple[int, str]]:
-    """Split into (1-based line number, line) pairs, accepting CRLF and LF; blank lines dropped."""
+def _split_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line) pairs, accepting CRLF and LF; blank lines skipped.
+
+    A generator, so that a parser that hits a cap stops reading there.
+    """
     if not isinstance(text, str):
         raise SdpError("SDP must be text")
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_SDP_BYTES:
-        raise SdpError(f"SDP is {size} bytes; the limit is {MAX_SDP_BYTES} bytes")
-    out: list[tuple[int, str]] = []
+        raise SdpLimitError(
+            f"SDP is {size} bytes; the limit is {MAX_SDP_BYTES} bytes", "bytes", MAX_SDP_BYTES
+        )
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r").rstrip(" \t")
         if not line:
             continue
-        for ch in line:
-            if (ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F:
-                raise SdpError(
-                    f"line {number}: contains control character 0x{ord(ch):02x}; "
-                    f"is this binary data rather than SDP? {_q(line)}"
-                )
-        out.append((number, line))
-    return out
+        bad = _CONTROL_RE.search(line)
+        if bad is not None:
+            raise SdpError(
+                f"line {number}: contains control character 0x{ord(bad.group()):02x}; "
+                f"is this binary data rather than SDP? {_q(line)}"
+            )
+        yield number, line
 
 
 def _int(value: str, lo: int, hi: int, what: str, number: int, line: str) -> int:
@@ -282,9 +305,9 @@ def parse_sdp(text: str) -> SessionDescription:
     credentials (RFC 8839 §5.4) and a SHA-256 DTLS fingerprint (RFC 8122 §5, RFC 5763 §5) for each
     m-section in use. Raises :class:`SdpError`."""
     lines = _split_lines(text)
-    if not lines:
+    first_no, first = next(lines, (0, ""))
+    if not first_no:
         raise SdpError("SDP is empty")
-    first_no, first = lines[0]
     if first != "v=0":
         raise SdpError(
             f"line {first_no}: an SDP description must start with 'v=0', got {_q(first)}"
@@ -293,7 +316,9 @@ def parse_sdp(text: str) -> SessionDescription:
     desc = SessionDescription(media=[])
     sections: list[_Section] = []
     current: _Section | None = None
-    for number, line in lines[1:]:
+    count = 1  # lines in the current part: session level, then each m= section
+    for number, line in lines:
+        count += 1
         match = _LINE_RE.fullmatch(line)
         if match is None:
             raise SdpError(f"line {number}: expected '<letter>=<value>', got {_q(line)}")
@@ -301,9 +326,32 @@ def parse_sdp(text: str) -> SessionDescription:
         if kind == "v":
             raise SdpError(f"line {number}: a second 'v=' line; send one description: {_q(line)}")
         if kind == "m":
+            if len(sections) >= MAX_MEDIA_SECTIONS:
+                raise SdpLimitError(
+                    f"line {number}: more than {MAX_MEDIA_SECTIONS} m= sections; relaycast "
+                    f"accepts at most {MAX_MEDIA_SECTIONS} (browsers send 2 or 3)",
+                    "m-sections",
+                    MAX_MEDIA_SECTIONS,
+                )
             current = _Section(_parse_m_line(value, number, line), number)
             sections.append(current)
+            count = 1
             continue
+        if current is None:
+            if count > MAX_SESSION_LINES:
+                raise SdpLimitError(
+                    f"line {number}: more than {MAX_SESSION_LINES} lines before the first m= "
+                    "line; relaycast accepts at most that many session-level lines",
+                    "session-lines",
+                    MAX_SESSION_LINES,
+                )
+        elif count > MAX_SECTION_LINES:
+            raise SdpLimitError(
+                f"line {number}: the m= section of line {current.line} has more than "
+                f"{MAX_SECTION_LINES} lines; relaycast accepts at most that many per section",
+                "section-lines",
+                MAX_SECTION_LINES,
+            )
         if kind == "o" and current is None:
             desc.origin = value
             continue
@@ -422,7 +470,13 @@ def parse_sdpfrag(text: str) -> tuple[str | None, str | None, list[str]]:
     ufrag: str | None = None
     pwd: str | None = None
     candidates: list[str] = []
-    for number, line in _split_lines(text):
+    for count, (number, line) in enumerate(_split_lines(text), start=1):
+        if count > MAX_SDPFRAG_LINES:
+            raise SdpLimitError(
+                f"line {number}: an SDP fragment may have at most {MAX_SDPFRAG_LINES} lines",
+                "sdpfrag-lines",
+                MAX_SDPFRAG_LINES,
+            )
         match = _LINE_RE.fullmatch(line)
         if match is None:
             raise SdpError(f"line {number}: expected '<letter>=<value>', got {_q(line)}")
