@@ -255,3 +255,23 @@ async def test_events_capped_per_client_and_in_all(client: Client) -> None:
     resp = await client.get("/api/events")
     assert resp.status == 200
     resp.close()
+
+
+async def test_caps_count_clients_as_the_admission_limits_do() -> None:
+    """Behind a trusted proxy the caps count the X-Forwarded-For address, not the proxy's."""
+    config = Config(host="127.0.0.1", port=0, udp_port=0, host_candidates=False, trust_proxy=True)
+    proxied: Client = TestClient(TestServer(create_app(config)))
+    await proxied.start_server()
+    try:
+        cap = proxied.app[api.CAPS_KEY].events
+        a, b = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+        opened = [await proxied.get("/api/events", headers=a) for _ in range(cap.per_client)]
+        assert [r.status for r in opened] == [200] * cap.per_client
+        assert (await proxied.get("/api/events", headers=a)).status == 429
+        other = await proxied.get("/api/events", headers=b)
+        assert other.status == 200
+        assert cap.by_client == {"203.0.113.1": cap.per_client, "203.0.113.2": 1}
+        for resp in [*opened, other]:
+            resp.close()
+    finally:
+        await proxied.close()

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from relaycast.http.metrics import METRICS_KEY, build_registry, metrics_handler
+from relaycast.http.metrics import METRICS_KEY, admission, build_registry, metrics_handler
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import SERVER_KEY, media_server
@@ -288,7 +288,11 @@ CAPS_KEY = web.AppKey("api_caps", ApiCaps)
 
 
 def client_address(request: web.Request) -> str:
-    """The peer address the caps count by."""
+    """The client the caps count by: as the admission limits see it (``X-Forwarded-For``
+    with ``trust_proxy``, IPv6 per /64), else the peer address."""
+    limits = admission(request.app)
+    if limits is not None:
+        return str(limits.client(request))
     return request.remote or "unknown"
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "STREAM_COUNTERS",
     "ApiCap",
     "RelaycastCollector",
+    "admission",
     "build_registry",
     "counter_name",
     "metrics_handler",
@@ -120,16 +121,20 @@ class ApiCap(Protocol):
     def open(self) -> int: ...
 
 
-def _admission_refused(app: web.Application) -> Mapping[str, int] | None:
-    """``relaycast.http.limits.ADMISSION_KEY``'s refusals by reason, None without limits."""
+def admission(app: web.Application) -> Any:
+    """The app's ``relaycast.http.limits.Admission`` (``refused`` by reason, ``client()``),
+    or None when the app has no admission limits."""
     try:
         limits: Any = importlib.import_module("relaycast.http.limits")
     except ImportError:
         return None
     key = getattr(limits, "ADMISSION_KEY", None)
-    if key is None or key not in app:
-        return None
-    refused: Mapping[str, int] = app[key].refused
+    return app.get(key) if key is not None else None
+
+
+def _admission_refused(app: web.Application) -> Mapping[str, int]:
+    limits = admission(app)
+    refused: Mapping[str, int] = getattr(limits, "refused", {})
     return refused
 
 
@@ -223,7 +228,7 @@ class RelaycastCollector(Collector):
             "WHIP/WHEP sessions refused by the admission limits, by reason.",
             labels=["reason"],
         )
-        for reason, count in sorted((_admission_refused(self.app) or {}).items()):
+        for reason, count in sorted(_admission_refused(self.app).items()):
             refused.add_metric([reason], count)
         yield refused
 
