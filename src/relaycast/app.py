@@ -12,6 +12,7 @@ from aiohttp import web
 from relaycast.config import Config
 from relaycast.http import api, whep, whip
 from relaycast.http.cors import cors_middleware, cors_on_prepare, ice_server_link
+from relaycast.http.limits import ADMISSION_KEY, Admission
 from relaycast.http.pages import add_page_routes
 from relaycast.http.problems import problem_middleware
 from relaycast.http.signalling import ICE_LINKS_KEY, MAX_SDP_BYTES, SERVER_KEY
@@ -39,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     server = MediaServer(config)
     app.on_response_prepare.append(cors_on_prepare)  # streamed responses (server-sent events)
     app[SERVER_KEY] = server
+    app[ADMISSION_KEY] = Admission(config, server)
     app[ICE_LINKS_KEY] = links
     app[api.STATS_KEY] = api.StreamStats(server)
     whip.add_routes(app)

@@ -29,6 +29,9 @@ SDP = "application/sdp"
 PROBLEM = "application/problem+json"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 ORIGIN = "https://player.example.com"
+#: WHIP PATCH and DELETE need the stream's publish key, as the POST does.
+LIVE_KEY = {"Authorization": "Bearer test-key"}
+OTHER_KEY = {"Authorization": "Bearer other-key"}
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +152,8 @@ async def test_whip_post_201_headers_and_answer(
         assert "a=recvonly" in answer
         assert sdp_value(answer, "ice-ufrag") != sdp_value(offer, "ice-ufrag")
     finally:
-        async with http.delete(f"{srv.http}{response.headers.get('Location', '/x')}") as d:
+        location = response.headers.get("Location", "/x")
+        async with http.delete(f"{srv.http}{location}", headers=LIVE_KEY) as d:
             assert d.status == 200
 
 
@@ -172,7 +176,7 @@ async def test_slowly_sent_offer_is_read_whole(
         text = await response.text()
         assert response.status == 201, text
         location = response.headers["Location"]
-    async with http.delete(f"{srv.http}{location}") as d:
+    async with http.delete(f"{srv.http}{location}", headers=LIVE_KEY) as d:
         assert d.status == 200
 
 
@@ -247,15 +251,21 @@ async def test_invalid_stream_name_404(srv: RelaycastServer, http: aiohttp.Clien
 async def test_unknown_session_patch_delete_404(
     srv: RelaycastServer, http: aiohttp.ClientSession
 ) -> None:
-    for role in ("whip", "whep"):
+    frag = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    for role, key in (("whip", LIVE_KEY), ("whep", {})):
         url = f"{srv.http}/{role}/live/doesnotexist"
-        async with http.delete(url) as response:
+        async with http.delete(url, headers=key) as response:
             problem_of(response, await response.text(), 404)
-        frag = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
         async with http.patch(
-            url, data=frag, headers={"Content-Type": SDPFRAG, "If-Match": "*"}
+            url, data=frag, headers={"Content-Type": SDPFRAG, "If-Match": "*", **key}
         ) as response:
             problem_of(response, await response.text(), 404)
+    # Without the key, WHIP says 401 before it looks for the session (no session oracle).
+    url = f"{srv.http}/whip/live/doesnotexist"
+    async with http.delete(url) as response:
+        problem_of(response, await response.text(), 401)
+    async with http.patch(url, data=frag, headers={"Content-Type": SDPFRAG}) as response:
+        problem_of(response, await response.text(), 401)
 
 
 @pytest.mark.parametrize(
@@ -300,15 +310,15 @@ async def test_second_publisher_409_while_live_then_201_after_delete(
         # another stream is independent
         response, text = await post(http, f"{srv.http}/whip/other", offer, key="other-key")
         assert response.status == 201, text
-        async with http.delete(f"{srv.http}{response.headers['Location']}") as d:
+        async with http.delete(f"{srv.http}{response.headers['Location']}", headers=OTHER_KEY) as d:
             assert d.status == 200
     finally:
-        async with http.delete(f"{srv.http}{first.location}") as d:
+        async with http.delete(f"{srv.http}{first.location}", headers=LIVE_KEY) as d:
             assert d.status == 200
         await first.pc.close()
     response, text = await post(http, f"{srv.http}/whip/live", offer, key="test-key")
     assert response.status == 201, text
-    async with http.delete(f"{srv.http}{response.headers['Location']}") as d:
+    async with http.delete(f"{srv.http}{response.headers['Location']}", headers=LIVE_KEY) as d:
         assert d.status == 200
 
 
@@ -336,7 +346,7 @@ async def test_whep_viewer_lacking_live_codec_422(
         async with http.delete(f"{srv.http}{response.headers['Location']}") as d:
             assert d.status == 200
     finally:
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(f"{srv.http}{publisher.location}", headers=LIVE_KEY) as d:
             assert d.status == 200
         await publisher.pc.close()
 
@@ -350,7 +360,7 @@ async def test_whep_before_live_and_session_roles(
     assert response.status == 201, text
     location = response.headers["Location"]
     session = location.rsplit("/", 1)[1]
-    async with http.delete(f"{srv.http}/whip/live/{session}") as d:
+    async with http.delete(f"{srv.http}/whip/live/{session}", headers=LIVE_KEY) as d:
         problem_of(d, await d.text(), 404)
     async with http.delete(f"{srv.http}/whep/other/{session}") as d:
         problem_of(d, await d.text(), 404)
@@ -393,7 +403,7 @@ async def test_cors_preflight_and_post(srv: RelaycastServer, http: aiohttp.Clien
     assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
     assert "location" in response.headers["Access-Control-Expose-Headers"].lower()
     async with http.delete(
-        f"{srv.http}{response.headers['Location']}", headers={"Origin": ORIGIN}
+        f"{srv.http}{response.headers['Location']}", headers={"Origin": ORIGIN, **LIVE_KEY}
     ) as d:
         assert d.status == 200
         assert d.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
@@ -412,7 +422,7 @@ async def test_ice_server_link_header(
     response, text = await post(http, f"{server.http}/whip/live", offer, key="test-key")
     assert response.status == 201, text
     assert response.headers.getall("Link") == [link]
-    async with http.delete(f"{server.http}{response.headers['Location']}") as d:
+    async with http.delete(f"{server.http}{response.headers['Location']}", headers=LIVE_KEY) as d:
         assert d.status == 200
     response, text = await post(http, f"{server.http}/whep/live", await make_offer(send=False))
     assert response.status == 201, text
@@ -504,11 +514,11 @@ async def test_patch_trickle_restart_and_delete(
         old_server_pwd = sdp_value(publisher.answer, "ice-pwd")
         restart = _trickle_frag("rstA", "restartpasswordrestart12")
         async with http.patch(
-            url, data=restart, headers={"Content-Type": SDPFRAG, "If-Match": '"stale"'}
+            url, data=restart, headers={"Content-Type": SDPFRAG, "If-Match": '"stale"', **LIVE_KEY}
         ) as r:
             problem_of(r, await r.text(), 412)
         async with http.patch(
-            url, data=restart, headers={"Content-Type": SDPFRAG, "If-Match": "*"}
+            url, data=restart, headers={"Content-Type": SDPFRAG, "If-Match": "*", **LIVE_KEY}
         ) as r:
             body = await r.text()
             assert r.status == 200, body
@@ -547,7 +557,7 @@ async def test_patch_trickle_restart_and_delete(
         # a restart needs the ETag it was given, not the one before
         restart2 = _trickle_frag("rstB", "restartpasswordrestart34")
         async with http.patch(
-            url, data=restart2, headers={"Content-Type": SDPFRAG, "If-Match": new_etag}
+            url, data=restart2, headers={"Content-Type": SDPFRAG, "If-Match": new_etag, **LIVE_KEY}
         ) as r:
             assert r.status == 200, await r.text()
             assert r.headers["ETag"] != new_etag
@@ -565,9 +575,9 @@ async def test_patch_trickle_restart_and_delete(
             async with http.delete(purl):
                 pass  # already gone when the test got that far
         await viewer.close(srv.http)
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(f"{srv.http}{publisher.location}", headers=LIVE_KEY) as d:
             assert d.status == 200
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(f"{srv.http}{publisher.location}", headers=LIVE_KEY) as d:
             assert d.status == 404
         await publisher.pc.close()
 
@@ -617,7 +627,7 @@ async def test_api_streams_and_metrics(srv: RelaycastServer, http: aiohttp.Clien
             )
     finally:
         await viewer.close(srv.http)
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(f"{srv.http}{publisher.location}", headers=LIVE_KEY) as d:
             assert d.status == 200
         await publisher.pc.close()
     async with http.get(f"{srv.http}/api/streams") as r:
@@ -642,7 +652,7 @@ async def test_metrics_udp_bytes_out_counts_forwarded_media(
         assert bytes_out > 0.5 * bytes_in, (bytes_in, bytes_out)
     finally:
         await viewer.close(srv.http)
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(f"{srv.http}{publisher.location}", headers=LIVE_KEY) as d:
             assert d.status == 200
         await publisher.pc.close()
 

@@ -1,9 +1,16 @@
-"""WHEP endpoint: ``POST /whep/{stream}``; viewers may arrive before the streamer."""
+"""WHEP endpoint: ``POST /whep/{stream}``; viewers may arrive before the streamer.
+
+Viewers need no key, so every POST passes the admission limits first
+(:mod:`relaycast.http.limits`).  ``PATCH`` and ``DELETE`` on a session stay keyless: the
+session URL, with its unguessable random id, is the capability to change or end that one
+session (it is only ever sent to the viewer that made it).
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from relaycast.http.limits import ADMISSION_KEY
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import (
@@ -19,20 +26,30 @@ ROLE = "subscriber"
 
 
 async def post(request: web.Request) -> web.Response:
+    """A new viewer: rate and capacity checked before the body is read, capacity again
+    right before the session is made (other requests run while the body arrives)."""
     stream = require_stream_name(request.match_info["stream"])
+    admission = request.app[ADMISSION_KEY]
+    client = admission.client(request)
+    admission.take_token(client)
+    admission.check_viewer(stream, client)
     offer = await read_offer(request)
+    admission.check_viewer(stream, client)
     try:
         subscriber = media_server(request).play(stream, offer)
     except NegotiationError as exc:
         raise ProblemError(exc.status, "Cannot play this stream here", str(exc)) from exc
+    admission.admitted(subscriber.id, client)
     return created(request, subscriber, f"/whep/{stream}/{subscriber.id}")
 
 
 async def patch(request: web.Request) -> web.Response:
+    """Trickle ICE or ICE restart; the session URL is the capability (no key)."""
     return await patch_session(request, ROLE)
 
 
 async def delete(request: web.Request) -> web.Response:
+    """End the viewer session; the session URL is the capability (no key)."""
     return await delete_session(request, ROLE)
 
 

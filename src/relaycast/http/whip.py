@@ -1,9 +1,16 @@
-"""WHIP endpoint (RFC 9725): ``POST /whip/{stream}`` with a Bearer publish key."""
+"""WHIP endpoint (RFC 9725): ``POST /whip/{stream}`` with a Bearer publish key.
+
+``PATCH`` and ``DELETE`` on a publisher session need the stream's key too (RFC 9725 allows
+the session resource the same Bearer authentication as the endpoint): otherwise anyone who
+learns the session URL could end or restart a live stream.  Wrong keys are limited per client
+address (:meth:`relaycast.http.limits.Admission.check_key_lockout`).
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from relaycast.http.limits import ADMISSION_KEY
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import (
@@ -20,7 +27,11 @@ ROLE = "publisher"
 
 
 def _check_key(request: web.Request, stream: str) -> None:
-    """401 without a key, 403 with a wrong one; the comparison is constant-time (config)."""
+    """429 while the client address is locked out for wrong keys, 401 without a key, 403
+    with a wrong one (counted against the address); the comparison is constant-time."""
+    admission = request.app[ADMISSION_KEY]
+    client = admission.client(request)
+    admission.check_key_lockout(client)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -31,13 +42,17 @@ def _check_key(request: web.Request, stream: str) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="relaycast"'},
         )
     if not media_server(request).config.check_key(stream, token.strip()):
+        admission.key_failed(client)
         raise ProblemError(403, "Wrong publish key", f"that key does not publish {stream!r}")
 
 
 async def post(request: web.Request) -> web.Response:
     stream = require_stream_name(request.match_info["stream"])
     _check_key(request, stream)
+    admission = request.app[ADMISSION_KEY]
+    admission.check_publisher()
     offer = await read_offer(request)
+    admission.check_publisher()
     try:
         publisher = media_server(request).publish(stream, offer)
     except NegotiationError as exc:
@@ -52,10 +67,14 @@ async def post(request: web.Request) -> web.Response:
 
 
 async def patch(request: web.Request) -> web.Response:
+    """Trickle ICE or ICE restart: needs the stream's publish key (401/403)."""
+    _check_key(request, require_stream_name(request.match_info["stream"]))
     return await patch_session(request, ROLE)
 
 
 async def delete(request: web.Request) -> web.Response:
+    """Stop publishing: needs the stream's publish key (401/403)."""
+    _check_key(request, require_stream_name(request.match_info["stream"]))
     return await delete_session(request, ROLE)
 
 
