@@ -40,11 +40,11 @@ from typing import Any, cast
 
 from relaycast.media.downtrack import DownTrack, ExtLayout
 from relaycast.media.forwarder import Forwarder
+from relaycast.media.stats import StreamCounters
 from relaycast.media.track import Track
-from relaycast.net.dtls import DtlsCertificate, SrtpKeys
-from relaycast.net.ice_lite import IceLite
+from relaycast.net.dtls import SrtpKeys
+from relaycast.net.sink import MediaSink
 from relaycast.net.srtp import SrtpContext
-from relaycast.net.transport import PeerTransport
 from relaycast.net.udp_mux import Address, UdpMux
 from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket, build_extensions
@@ -154,12 +154,17 @@ def _null_sendto(data: bytes, addr: Address) -> int:
     return len(data)
 
 
-def _bind(downtrack: DownTrack, transport: PeerTransport, mux: UdpMux, mode: str) -> None:
-    """Wire a DownTrack as ``DownTrack.activate`` does, minus the SRTP or the send per mode."""
-    assert transport.srtp is not None and mux.sock is not None
-    downtrack._transport = transport
-    downtrack._protect = _identity if mode == "rewrite" else transport.srtp.protect
-    downtrack._sendto = mux.sock.sendto if mode == "full" else _null_sendto
+def _sink(srtp: SrtpContext, addr: Address, mux: UdpMux, mode: str) -> MediaSink:
+    """The sink the transport binds at DTLS time, minus the SRTP or the send per mode."""
+    assert mux.sock is not None
+    return MediaSink(
+        protect=_identity if mode == "rewrite" else srtp.protect,
+        protect_rtcp=srtp.protect_rtcp,
+        sendto=mux.sock.sendto if mode == "full" else _null_sendto,
+        addr=addr,
+        stream=StreamCounters(),
+        server=mux.counters,
+    )
 
 
 def _identity(data: bytes) -> bytes:
@@ -169,7 +174,7 @@ def _identity(data: bytes) -> bytes:
 @dataclass
 class Viewer:
     downtrack: DownTrack
-    transport: PeerTransport
+    srtp: SrtpContext
     keys: SrtpKeys  # local_key is what the viewer would unprotect with
     addr: Address
 
@@ -188,7 +193,7 @@ class Rig:
 
     def set_mode(self, mode: str) -> None:
         for viewer in self.viewers:
-            _bind(viewer.downtrack, viewer.transport, self.mux, mode)
+            viewer.downtrack.sink = _sink(viewer.srtp, viewer.addr, self.mux, mode)
         self.mode = mode
 
     def packets(self, count: int) -> list[RtpPacket]:
@@ -234,12 +239,10 @@ def build_rig(
     viewers: int,
     profile: str,
     receiver_addrs: Sequence[Address],
-    *,
-    certificate: DtlsCertificate | None = None,
 ) -> Rig:
-    """The real objects wired as the server wires them (Subscriber / PeerTransport), with
-    random SRTP keys instead of a DTLS handshake and viewer addresses ``receiver_addrs``
-    (round-robin)."""
+    """The real objects wired as the server wires them (Subscriber, the transport's
+    MediaSink), with random SRTP keys instead of a DTLS handshake and viewer addresses
+    ``receiver_addrs`` (round-robin)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     forwarder = Forwarder("video")
@@ -266,8 +269,6 @@ def build_rig(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
     sock.bind(("127.0.0.1", 0))
     mux.sock = sock  # as open_udp_mux does: the fan-out calls sock.sendto directly
-    ice = IceLite()
-    certificate = certificate or DtlsCertificate()
     key_len, salt_len = KEY_SALT[profile]
     rig_viewers: list[Viewer] = []
     for index in range(viewers):
@@ -282,28 +283,16 @@ def build_rig(
             layout=VIEWER_LAYOUT,
             cname=secrets.token_hex(8),
         )
-        transport = PeerTransport(
-            mux=mux,
-            ice=ice,
-            certificate=certificate,
-            remote_fingerprints=[],
-            dtls_client=False,
-            on_rtp=_discard,
-            on_rtcp=_discard,
-            on_connected=lambda: None,
-            on_closed=lambda reason: None,
-        )
         keys = SrtpKeys(
             PROFILES[profile],
             local_key=secrets.token_bytes(key_len + salt_len),
             remote_key=secrets.token_bytes(key_len + salt_len),
         )
-        transport.srtp = SrtpContext(keys)
-        transport.addr = receiver_addrs[index % len(receiver_addrs)]
+        srtp = SrtpContext(keys)
+        addr = receiver_addrs[index % len(receiver_addrs)]
         downtrack.source_changed(track)
-        forwarder.add(downtrack)
-        _bind(downtrack, transport, mux, "full")  # what DownTrack.activate sets (no catch-up)
-        rig_viewers.append(Viewer(downtrack, transport, keys, transport.addr))
+        downtrack.connect(_sink(srtp, addr, mux, "full"))  # as Subscriber.on_connected does
+        rig_viewers.append(Viewer(downtrack, srtp, keys, addr))
     return Rig(forwarder, track, mux, rig_viewers)
 
 
@@ -381,7 +370,7 @@ def measure(
     viewers = len(rig.viewers)
     runs: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu_runs: dict[str, list[float]] = {mode: [] for mode in modes}
-    errors_before = rig.mux.send_errors
+    errors_before = rig.mux.counters.send_errors
     sent_before = sum(v.downtrack.packets_sent for v in rig.viewers)
     expected = 0
     warm_up = min(packets, 200)
@@ -412,7 +401,7 @@ def measure(
         cpu_us={mode: statistics.median(values) for mode, values in cpu_runs.items()},
         runs=runs,
         sent=sent,
-        send_errors=rig.mux.send_errors - errors_before,
+        send_errors=rig.mux.counters.send_errors - errors_before,
         viewers_per_core=viewers_per_core(reference),
     )
 
@@ -494,11 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     header += "  | CPU time:" + "".join(f" {m:>8}" for m in modes)
     print(header)
     results: list[Result] = []
-    certificate = DtlsCertificate()
     drops_before = udp_rcvbuf_errors()
     try:
         for count in counts:
-            rig = build_rig(count, args.profile, addrs, certificate=certificate)
+            rig = build_rig(count, args.profile, addrs)
             packets = max(50, min(args.packets, args.max_sends // count))
             result = measure(rig, packets, args.repeats, modes)
             results.append(result)

@@ -129,8 +129,13 @@ def assert_empty(media: MediaServer) -> None:
     assert media.mux.by_address == {}, media.mux.by_address
 
 
-async def delete(base: str, location: str) -> int:
-    async with aiohttp.ClientSession() as http, http.delete(f"{base}{location}") as response:
+async def delete(base: str, location: str, key: str | None = None) -> int:
+    """DELETE a session URL (a WHIP one needs the stream's publish key)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.delete(f"{base}{location}", headers=headers) as response,
+    ):
         return response.status
 
 
@@ -162,7 +167,8 @@ async def test_many_sessions_end_every_way_and_leave_nothing(server: InProcess) 
             task.cancel()
         if mode == "delete":
             assert await delete(server.base, viewer.location) == 200
-            assert await delete(server.base, publisher.location) == 200
+            assert await delete(server.base, publisher.location) == 401  # WHIP needs the key
+            assert await delete(server.base, publisher.location, KEY) == 200
             assert sub.id not in media.sessions and pub.id not in media.sessions
             await viewer.pc.close()
             await publisher.pc.close()
@@ -310,7 +316,7 @@ async def test_delete_cleans_up_at_once(server: InProcess) -> None:
         assert await wait_for(lambda: dtls.state == "closed", 3.0), dtls.state
 
         pub_ufrag, pub_addr = pub.transport.local_ufrag, pub.transport.addr
-        assert await delete(server.base, publisher.location) == 200
+        assert await delete(server.base, publisher.location, KEY) == 200
         assert pub.closed
         assert_empty(media)
         assert pub_ufrag not in media.ice.by_ufrag and pub_addr not in media.mux.by_address

@@ -51,7 +51,7 @@ def test_fanout_measures_and_sends_decryptable_srtp(profile: str) -> None:
         rig.run(batch)
         datagrams = _drain(rx)
         assert len(datagrams) == len(batch) * 3
-        assert rig.mux.send_errors == 0
+        assert rig.mux.counters.send_errors == 0
 
         sessions = {
             v.downtrack.ssrc: Session(

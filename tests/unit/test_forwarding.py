@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import struct
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -26,22 +25,24 @@ VP8_CONT = bytes([0x00, 0x01]) + b"c" * 100  # continuation of a frame
 
 
 class Wire:
-    """Stands in for a viewer's transport (SRTP is identity here; tests/unit/test_srtp.py and
-    the integration tests cover the real one) and collects the RTCP a Track sends upstream."""
+    """A fake sink (the legs' port to the network; SRTP is identity here: tests/unit/test_srtp.py
+    and the integration tests cover the real MediaSink) that also collects the RTCP a Track
+    sends upstream."""
 
     def __init__(self) -> None:
         self.rtp: list[RtpPacket] = []
         self.rtcp: list[bytes] = []
-        self.addr = ("127.0.0.1", 9)
-        self.srtp = SimpleNamespace(protect=lambda data: data)
-        self.mux = SimpleNamespace(sock=SimpleNamespace(sendto=self.sendto))
 
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+    def sendto(self, data: bytes) -> int:
         self.rtp.append(RtpPacket.parse(data))
         return len(data)
 
-    def send_rtcp(self, data: bytes) -> None:
+    def send_rtp(self, data: bytes) -> int:
+        return self.sendto(data)
+
+    def send_rtcp(self, data: bytes) -> int:
         self.rtcp.append(data)
+        return len(data)
 
 
 def make_track(forwarder: Forwarder, wire: Wire, *, ssrc: int = 1111, pt: int = 96) -> Track:
@@ -78,7 +79,6 @@ def make_downtrack(forwarder: Forwarder, wire: Wire, *, rtx: bool = True) -> Dow
     )
     if forwarder.source is not None:
         downtrack.source_changed(forwarder.source)
-    forwarder.add(downtrack)
     return downtrack
 
 
@@ -108,7 +108,7 @@ def test_viewer_starts_on_a_keyframe_and_rewrites_every_header_field() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]  # no GOP yet: asks for a keyframe
+    downtrack.connect(wire)  # no GOP yet: asks for a keyframe
     assert any(isinstance(p, RtcpPli) for b in wire.rtcp for p in parse_compound(b))
     feed(track, [source_packet(10, 1000, VP8_DELTA), source_packet(11, 4000, VP8_KEY)])
     feed(
@@ -138,7 +138,7 @@ def test_fast_start_replays_the_cached_keyframe_and_what_followed() -> None:
     feed(track, [source_packet(3, 6000, VP8_DELTA), source_packet(4, 9000, VP8_DELTA)])
     wire.rtcp.clear()
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     assert [p.payload for p in wire.rtp] == [VP8_KEY, VP8_DELTA, VP8_DELTA]
     assert not wire.rtcp  # no keyframe request: the cached one was enough
     feed(track, [source_packet(5, 12000, VP8_DELTA)])
@@ -150,10 +150,10 @@ def test_nack_is_answered_from_the_cache_as_rtx_with_the_original_sequence() -> 
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     feed(track, [source_packet(100, 0, VP8_KEY), source_packet(101, 3000, VP8_DELTA)])
     lost = wire.rtp[1]
-    downtrack.on_nack([lost.sequence_number, (lost.sequence_number + 50) & 0xFFFF])
+    downtrack.on_nack([lost.sequence_number, (lost.sequence_number + 50) & 0xFFFF], 1.0)
     rtx = wire.rtp[2]
     assert len(wire.rtp) == 3  # the unknown sequence number is not answered
     assert downtrack.nack_misses == 1
@@ -167,9 +167,9 @@ def test_nack_without_rtx_resends_the_same_packet() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire, rtx=False)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     feed(track, [source_packet(7, 0, VP8_KEY)])
-    downtrack.on_nack([wire.rtp[0].sequence_number])
+    downtrack.on_nack([wire.rtp[0].sequence_number], 1.0)
     assert bytes(wire.rtp[1]) == bytes(wire.rtp[0])
 
 
@@ -177,7 +177,7 @@ def test_a_new_publisher_continues_the_viewer_sequence_and_timestamps() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     first = make_track(forwarder, wire, ssrc=1)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     feed(
         first,
         [source_packet(500, 90000, VP8_KEY, ssrc=1), source_packet(501, 93000, VP8_DELTA, ssrc=1)],
@@ -196,7 +196,7 @@ def test_duplicates_are_forwarded_once_and_older_packets_are_not_sent() -> None:
     forwarder, wire = Forwarder("video"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     feed(track, [source_packet(20, 0, VP8_KEY), source_packet(20, 0, VP8_KEY)])
     feed(track, [source_packet(19, 0, VP8_CONT)])  # late packet from before our start
     assert len(wire.rtp) == 1
@@ -206,7 +206,7 @@ def test_sender_report_maps_the_publisher_ntp_rtp_pair() -> None:
     forwarder, wire = Forwarder("audio"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     now = time.monotonic()
     feed(track, [source_packet(1, 48000, b"\x01" * 60)], now=now)
     ntp = 0x1234567800000000
@@ -227,13 +227,13 @@ def test_a_failing_viewer_does_not_stop_the_others(viewers: int) -> None:
     broken = make_downtrack(forwarder, wire)
 
     class Broken(Wire):
-        def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
-            raise OSError("gone")
+        def send_rtp(self, data: bytes) -> int:
+            return 0  # what MediaSink returns when the socket refuses the datagram
 
-    broken.activate(Broken())  # type: ignore[arg-type]
+    broken.connect(Broken())
     healthy = [make_downtrack(forwarder, wire) for _ in range(viewers)]
     for downtrack in healthy:
-        downtrack.activate(wire)  # type: ignore[arg-type]
+        downtrack.connect(wire)
     feed(track, [source_packet(1, 0, b"\x01" * 20)])
     assert len(wire.rtp) == viewers
     assert broken.send_errors == 1 and broken.packets_sent == 0
@@ -243,7 +243,7 @@ def test_a_long_stream_keeps_flowing_across_sequence_wrap_arounds() -> None:
     forwarder, wire = Forwarder("audio"), Wire()
     track = make_track(forwarder, wire)
     downtrack = make_downtrack(forwarder, wire)
-    downtrack.activate(wire)  # type: ignore[arg-type]
+    downtrack.connect(wire)
     sent = 0
     for index in range(70_000):  # more than two sequence-number cycles
         forwarder.forward(source_packet(index & 0xFFFF, index * 960, b"\x01"), False, 0.0)
@@ -265,7 +265,7 @@ async def test_fast_start_replay_is_paced_and_live_packets_wait_for_it() -> None
     for _ in range(3):
         viewer_wire = Wire()
         downtrack = make_downtrack(forwarder, viewer_wire)
-        downtrack.activate(viewer_wire)  # type: ignore[arg-type]
+        downtrack.connect(viewer_wire)
         viewers.append(viewer_wire)
     assert all(len(w.rtp) < len(gop) for w in viewers)  # not all at once
     feed(track, [source_packet(1300, 900_000, VP8_DELTA)])  # live, during the replay

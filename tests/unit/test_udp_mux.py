@@ -13,6 +13,14 @@ async def test_demultiplexing_and_receive_timestamps() -> None:
     stun: list[tuple[bytes, Address]] = []
     mux = await open_udp_mux("127.0.0.1", 0, lambda data, addr: stun.append((data, addr)))
     assert mux.sock is not None
+    arrivals: list[int] = []
+    dispatch = mux.datagram_received
+
+    def record(data: bytes, addr: Address, arrival_us: int) -> None:
+        arrivals.append(arrival_us)
+        dispatch(data, addr, arrival_us)
+
+    mux.datagram_received = record  # type: ignore[method-assign]
     port = mux.sock.getsockname()[1]
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -24,7 +32,7 @@ async def test_demultiplexing_and_receive_timestamps() -> None:
         sender.sendto(b"\xff" * 8, ("127.0.0.1", port))  # no RFC 7983 range
         sender.sendto(b"", ("127.0.0.1", port))
         for _ in range(100):
-            if mux.bytes_in >= 20 + 22 + 13 + 8 and stun:
+            if mux.counters.udp_bytes_in >= 20 + 22 + 13 + 8 and len(arrivals) == 5:
                 break
             await asyncio.sleep(0.01)
         after = time.time_ns() // 1000
@@ -33,7 +41,9 @@ async def test_demultiplexing_and_receive_timestamps() -> None:
         mux.close()
     assert [data[:2] for data, _ in stun] == [b"\x00\x01"]
     assert stun[0][1] == ("127.0.0.1", sender_address[1])
-    assert mux.dropped == 3  # RTP and DTLS from an unvalidated address, and the 0xff datagram
+    # RTP and DTLS from an unvalidated address, the 0xff datagram and the empty one
+    assert mux.counters.garbage_dropped == 4
+    assert mux.counters.udp_packets_in == 5
     # the kernel stamped each datagram when it arrived, before the loop got to it
-    assert before <= mux.arrival_us <= after
+    assert all(before <= arrival <= after for arrival in arrivals), (before, arrivals, after)
     assert mux.sock is None  # closed

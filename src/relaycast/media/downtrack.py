@@ -1,5 +1,10 @@
 """One outgoing track towards one viewer.
 
+Its life is one explicit :class:`DownTrackState`: ``IDLE`` until the viewer's DTLS is up (it is
+not in the fan-out then), ``WAITING`` for a keyframe of a source it can play, ``CATCHING_UP`` while
+the cached GOP is replayed (fast start), ``LIVE``, ``INCOMPATIBLE`` while the source's codec is one
+the viewer did not negotiate, ``CLOSED``.
+
 Rewrites (RFC 3550 §5.1, RFC 7160 for clock continuity): SSRC, payload type, sequence number,
 timestamp and header-extension ids; starts on a keyframe; answers the viewer's NACKs from the
 Forwarder's cache (RFC 4588 RTX when negotiated); sends sender reports mapped from the
@@ -8,6 +13,7 @@ publisher's so that audio and video stay in sync (RFC 3550 §6.4.1).
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import struct
@@ -16,14 +22,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from relaycast.media.feedback.reports import SenderStats
-from relaycast.net.srtp import SrtpError
+from relaycast.media.feedback.retransmit import RetransmitBudget
+from relaycast.media.stats import StreamCounters
+from relaycast.net.sink import NULL_SINK, PacketSink
 from relaycast.rtp.packet import RtpPacket, build_extensions
 from relaycast.rtp.rtcp import RtcpSenderReport
 
 if TYPE_CHECKING:
     from relaycast.media.forwarder import Forwarder
     from relaycast.media.track import Track
-    from relaycast.net.transport import PeerTransport
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +72,25 @@ class ExtLayout:
         return 0x90, _EXT_HEADER.pack(profile, len(block) // 4) + block
 
 
+class DownTrackState(enum.Enum):
+    IDLE = "idle"  # the viewer is not connected: not in the fan-out
+    WAITING = "waiting"  # connected, waits for a keyframe of a compatible source
+    CATCHING_UP = "catching_up"  # replaying the cached GOP (fast start); live packets wait
+    LIVE = "live"
+    INCOMPATIBLE = "incompatible"  # the source's codec is not one the viewer negotiated
+    CLOSED = "closed"
+
+
+IDLE = DownTrackState.IDLE
+WAITING = DownTrackState.WAITING
+CATCHING_UP = DownTrackState.CATCHING_UP
+LIVE = DownTrackState.LIVE
+INCOMPATIBLE = DownTrackState.INCOMPATIBLE
+CLOSED = DownTrackState.CLOSED
+
+
 class DownTrack:
-    """Rewrites and sends one Forwarder's packets to one viewer."""
+    """Rewrites one Forwarder's packets for one viewer and sends them through its sink."""
 
     def __init__(
         self,
@@ -80,6 +104,7 @@ class DownTrack:
         clock_rate: int,
         layout: ExtLayout,
         cname: str,
+        counters: StreamCounters | None = None,
     ) -> None:
         self.kind = kind
         self.forwarder = forwarder
@@ -90,13 +115,10 @@ class DownTrack:
         self.clock_rate = clock_rate
         self.layout = layout
         self.cname = cname
-        # bound at activate(): libsrtp protect, the socket's sendto, the viewer's transport
-        self._protect: Callable[[bytes], bytes] | None = None
-        self._sendto: Callable[[bytes, tuple[str, int]], int] | None = None
-        self._transport: PeerTransport | None = None
-        self.started = False
-        self.catching_up = False  # replaying the GOP (fast start): live packets wait
-        self.compatible = False  # until a source whose codec the viewer negotiated attaches
+        self.counters = counters if counters is not None else StreamCounters()
+        self.sink: PacketSink = NULL_SINK
+        self.state = IDLE
+        self._compatible = False  # whether the current source's codec was negotiated
         self.payload_type = 0
         self.rtx_payload_type: int | None = None
         self._start_seq = 0
@@ -106,6 +128,7 @@ class DownTrack:
         self._resume: tuple[int, int, float] | None = None
         self._rtx_seq = secrets.randbits(15)
         self.stats = SenderStats(ssrc, clock_rate)
+        self.budget = RetransmitBudget()
         self.packets_sent = 0
         self.bytes_sent = 0
         self.payload_bytes = 0
@@ -113,24 +136,47 @@ class DownTrack:
         self.retransmitted = 0
         self.nack_misses = 0
         self.keyframe_requests = 0
+        self.keyframes_sent = 0
+        #: called once, when the first keyframe goes to this viewer (time-to-first-frame)
+        self.on_first_keyframe: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
-        return f"DownTrack({self.kind}, ssrc={self.ssrc})"
+        return f"DownTrack({self.kind}, ssrc={self.ssrc}, {self.state.value})"
+
+    @property
+    def started(self) -> bool:
+        """Sequence and timestamp offsets are set: packets are going out."""
+        return self.state is LIVE or self.state is CATCHING_UP
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def activate(self, transport: PeerTransport) -> None:
-        """The viewer's DTLS is up: start sending (from the GOP cache or the next keyframe)."""
-        if transport.srtp is None or transport.mux.sock is None:
+    def connect(self, sink: PacketSink) -> None:
+        """The viewer's DTLS is up: join the fan-out, start from the GOP cache or a keyframe."""
+        if self.state is not IDLE:
             return
-        self._transport = transport
-        self._protect = transport.srtp.protect
-        self._sendto = transport.mux.sock.sendto
-        self.forwarder.catch_up(self)
+        self.sink = sink
+        source = self.forwarder.source  # it may have changed while we were not in the fan-out
+        if source is not None:
+            self._adopt(source)
+        self.state = INCOMPATIBLE if source is not None and not self._compatible else WAITING
+        self.forwarder.add(self)
+        if self.state is WAITING:
+            self.forwarder.catch_up(self)
+
+    def begin_replay(self, keyframe: RtpPacket) -> bool:
+        """Fast start: the Forwarder replays its GOP from ``keyframe``; False if not waiting."""
+        if self.state is not WAITING:
+            return False
+        self._start(keyframe)
+        self.state = CATCHING_UP
+        return True
+
+    def caught_up(self) -> None:
+        if self.state is CATCHING_UP:
+            self.state = LIVE
 
     def source_lost(self) -> None:
         """The source goes away: remember where our sequence and timestamps continue."""
-        self.catching_up = False
         forwarder = self.forwarder
         if self.started and forwarder.newest is not None:
             newest = forwarder.newest
@@ -139,25 +185,35 @@ class DownTrack:
                 (newest.timestamp + self.ts_offset) & 0xFFFFFFFF,
                 forwarder.newest_at,
             )
-        self.started = False
+        if self.state in (LIVE, CATCHING_UP, INCOMPATIBLE):
+            self.state = WAITING
 
-    def source_changed(self, track: Track) -> None:
-        """A new publisher track: wait for its keyframe, keep our own SSRC/sequence space."""
-        self.started = False
+    def _adopt(self, track: Track) -> None:
+        """Take the payload types for ``track``'s codec, if the viewer negotiated it."""
         payload_type = self.payload_types.get(track.codec_key)
-        self.compatible = payload_type is not None
+        self._compatible = payload_type is not None
         if payload_type is not None:
             self.payload_type = payload_type
             self.rtx_payload_type = self.rtx_payload_types.get(payload_type)
         else:
             log.warning("%s cannot play %s: the viewer did not negotiate it", self, track.codec_key)
 
+    def source_changed(self, track: Track) -> None:
+        """A new publisher track: wait for its keyframe, keep our own SSRC/sequence space."""
+        self._adopt(track)
+        if self.state is not IDLE and self.state is not CLOSED:
+            if self.started:
+                self.source_lost()
+            self.state = WAITING if self._compatible else INCOMPATIBLE
+
     def close(self) -> None:
-        self.catching_up = False
-        if self._transport is not None:  # keep the server's egress total after we are gone
-            self._transport.mux.fanout_bytes_ended += self.bytes_sent
-        self._protect = self._sendto = self._transport = None
-        self.forwarder.remove(self)
+        if self.state is CLOSED:
+            return
+        joined = self.state is not IDLE
+        self.state = CLOSED
+        self.sink = NULL_SINK
+        if joined:
+            self.forwarder.remove(self)
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -168,27 +224,29 @@ class DownTrack:
         tails: dict[int, tuple[int, bytes, bytes]],
         replay: bool = False,
     ) -> None:
-        """Rewrite, protect and send one packet; ``tails`` caches each layout's ext+payload."""
-        protect = self._protect
-        if protect is None or not self.compatible or (self.catching_up and not replay):
-            return
-        if not self.started:
-            if self.kind == "video" and not keyframe:
+        """Rewrite and send one packet; ``tails`` caches each layout's ext+payload."""
+        state = self.state
+        if state is not LIVE:
+            if state is CATCHING_UP:
+                if not replay:
+                    return
+            elif state is WAITING and (keyframe or self.kind != "video"):
+                self._start(packet)
+                self.state = LIVE
+            else:
                 return
-            self._start(packet)
-        else:
-            delta = (packet.sequence_number - self._start_seq) & 0xFFFF
-            if delta > 0x8000:
-                return  # older than our starting point
-            if delta > 0x4000:  # let the floor follow the stream across wrap-arounds
-                self._start_seq = (packet.sequence_number - 0x2000) & 0xFFFF
+        delta = (packet.sequence_number - self._start_seq) & 0xFFFF
+        if delta > 0x8000:
+            return  # older than our starting point
+        if delta > 0x4000:  # let the floor follow the stream across wrap-arounds
+            self._start_seq = (packet.sequence_number - 0x2000) & 0xFFFF
         layout = self.layout
         tail = tails.get(id(layout))
         if tail is None:
             source = self.forwarder.source
             b0, ext = layout.build(packet, source.ext_ids if source is not None else {})
             tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
-        data = protect(
+        size = self.sink.send_rtp(
             _HEADER.pack(
                 tail[0],
                 (0x80 if packet.marker else 0) | self.payload_type,
@@ -198,14 +256,17 @@ class DownTrack:
             )
             + tail[2]
         )
-        try:
-            self._sendto(data, self._transport.addr)  # type: ignore[misc, union-attr, arg-type]
-        except OSError:  # a full socket buffer or a vanished route: the viewer NACKs
+        if not size:
             self.send_errors += 1
             return
         self.packets_sent += 1
-        self.bytes_sent += len(data)
+        self.bytes_sent += size
         self.payload_bytes += len(packet.payload)
+        if keyframe:
+            self.keyframes_sent += 1
+            if self.on_first_keyframe is not None:
+                hook, self.on_first_keyframe = self.on_first_keyframe, None
+                hook()
 
     def _start(self, packet: RtpPacket) -> None:
         """Choose offsets so that our sequence and timestamps continue where they left off."""
@@ -219,30 +280,28 @@ class DownTrack:
         self.seq_offset = (first_seq - packet.sequence_number) & 0xFFFF
         self.ts_offset = (first_ts - packet.timestamp) & 0xFFFFFFFF
         self._start_seq = packet.sequence_number
-        self.started = True
-
-    def _send_now(self, data: bytes) -> None:
-        """Protect and send one packet outside the hot loop (retransmissions)."""
-        protect, sendto, transport = self._protect, self._sendto, self._transport
-        if protect is None or sendto is None or transport is None or transport.addr is None:
-            return
-        try:
-            sendto(protect(data), transport.addr)
-        except (OSError, SrtpError, ValueError):
-            self.send_errors += 1
 
     # -- RTCP from the viewer -------------------------------------------------------------------
 
-    def on_nack(self, lost: list[int]) -> None:
-        """Answer a viewer's NACK (RFC 4585 §6.2.1) from the cache, as RTX when negotiated."""
+    def on_nack(self, lost: list[int], now: float) -> None:
+        """Answer a viewer's NACK (RFC 4585 §6.2.1) from the cache, as RTX when negotiated,
+        within the viewer's :class:`RetransmitBudget`."""
         source = self.forwarder.source
-        if self._protect is None or not self.started or source is None:
+        counters = self.counters
+        counters.nack_requested += len(lost)
+        if not self.started or source is None:
+            counters.nack_refused += len(lost)
             return
-        for out_seq in lost:
+        budget = self.budget
+        bitrate = source.bitrate
+        answered = missed = 0
+        for out_seq in budget.candidates(lost, now, self.stats.rtt):
             packet = self.forwarder.lookup((out_seq - self.seq_offset) & 0xFFFF)
             if packet is None:
-                self.nack_misses += 1
+                missed += 1
                 continue
+            if not budget.spend(out_seq, len(packet.payload) + 40, now, bitrate):
+                break  # over budget: the rest of this packet's requests are refused too
             b0, ext = self.layout.build(packet, source.ext_ids)
             ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
             marker = 0x80 if packet.marker else 0
@@ -256,12 +315,20 @@ class DownTrack:
             else:
                 header = _HEADER.pack(b0, marker | self.payload_type, out_seq, ts, self.ssrc)
                 data = header + ext + packet.payload
-            self._send_now(data)
-            self.retransmitted += 1
-
-    def on_keyframe_request(self) -> None:
-        self.keyframe_requests += 1
-        self.forwarder.request_keyframe()
+            try:
+                size = self.sink.send_rtp(data)
+            except ValueError:  # too long to protect
+                size = 0
+            if not size:
+                self.send_errors += 1
+                continue
+            answered += 1
+            counters.retransmitted_packets += 1
+            counters.retransmitted_bytes += size
+        self.retransmitted += answered
+        self.nack_misses += missed
+        counters.nack_missed += missed
+        counters.nack_refused += len(lost) - answered - missed
 
     def sender_report(self, now: float, ntp_now: int) -> RtcpSenderReport | None:
         """An SR whose NTP/RTP pair comes from the publisher's, shifted by our timestamp offset."""

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from relaycast.media.downtrack import ExtLayout
+from relaycast.media.downtrack import CATCHING_UP, ExtLayout
 from relaycast.rtp.packet import RtpPacket
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class Forwarder:
                 downtrack.send(packet, keyframe, tails)
             except Exception:  # one broken viewer never stops the others
                 self.forward_errors += 1
+                downtrack.counters.forward_errors += 1
                 errors = self.forward_errors
                 if errors & (errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... failure only
                     log.exception("forwarding to %s failed (%d failures)", downtrack, errors)
@@ -136,7 +137,8 @@ class Forwarder:
         if not self.gop:
             self.source.request_keyframe()
             return
-        downtrack.catching_up = True
+        if not downtrack.begin_replay(self.gop[0]):
+            return
         self._replays.append((downtrack, self.gop, 0))
         self._replay()
         if time.monotonic() - self.gop_started > GOP_REFRESH_AGE:
@@ -149,7 +151,7 @@ class Forwarder:
         budget = max(REPLAY_CHUNK // max(len(self._replays), 1), 8)
         pending: list[tuple[DownTrack, list[RtpPacket], int]] = []
         for downtrack, gop, index in self._replays:
-            if not downtrack.catching_up:
+            if downtrack.state is not CATCHING_UP:
                 continue  # closed or restarted meanwhile
             tails: dict[int, tuple[int, bytes, bytes]] = {}
             end = min(index + budget, len(gop))
@@ -161,7 +163,7 @@ class Forwarder:
             elif gop is not self.gop and self.gop:
                 pending.append((downtrack, self.gop, 0))  # a new GOP began: continue into it
             else:
-                downtrack.catching_up = False  # caught up: live packets from now on
+                downtrack.caught_up()  # live packets from now on
         self._replays = pending
         if pending and not self._replay_scheduled:
             self._replay_scheduled = True

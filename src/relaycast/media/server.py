@@ -47,7 +47,8 @@ class MediaServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.certificate = DtlsCertificate()
-        self.ice = IceLite()
+        self.counters = ServerCounters()
+        self.ice = IceLite(self.counters)
         self._mux: UdpMux | None = None
         self.udp_port = config.udp_port
         self.candidates: list[str] = []
@@ -55,7 +56,6 @@ class MediaServer:
         self.sessions: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[float], None]] = []
-        self.counters = ServerCounters()
         self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
         self.handshake = DurationHistogram()  # session created -> DTLS connected
 
@@ -68,7 +68,9 @@ class MediaServer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._mux = await open_udp_mux("", self.config.udp_port, self.ice.on_stun)
+        self._mux = await open_udp_mux(
+            self.config.media_bind_host(), self.config.udp_port, self.ice.on_stun, self.counters
+        )
         self.ice.mux = self._mux
         assert self._mux.sock is not None
         self.udp_port = self._mux.sock.getsockname()[1]
@@ -108,8 +110,13 @@ class MediaServer:
 
     def _slow_tick(self, now: float) -> None:
         timeout = self.config.consent_timeout
+        deadline = self.config.handshake_timeout
         for session in list(self.sessions.values()):
-            if session.transport.consent_expired(now, timeout):
+            if session.connected_at is None and now - session.created > deadline:
+                self.counters.handshake_timeouts += 1
+                session.close(f"ICE+DTLS not done within {deadline:g} s")
+            elif session.transport.consent_expired(now, timeout):
+                self.counters.consent_timeouts += 1
                 session.close(f"consent expired (no STUN for {timeout:.0f} s)")
             elif isinstance(session, (Publisher, Subscriber)):
                 session.send_reports(now)
@@ -145,6 +152,7 @@ class MediaServer:
         publisher.answer = build_answer(offer, negotiated, self.local_transport(publisher))
         stream.publisher = publisher
         self.sessions[publisher.id] = publisher
+        self.counters.sessions_created += 1
         log.info("publisher %s on %r", publisher.id[:6], name)
         return publisher
 
@@ -160,17 +168,12 @@ class MediaServer:
         )
         stream.subscribers.add(subscriber)
         self.sessions[subscriber.id] = subscriber
+        self.counters.sessions_created += 1
         return subscriber
 
     def egress_bytes(self) -> int:
-        """UDP bytes sent: the mux's own (RTCP, STUN, DTLS), ended and live DownTracks' media."""
-        live = sum(
-            downtrack.bytes_sent
-            for stream in self.streams.values()
-            for forwarder in stream.forwarders.values()
-            for downtrack in forwarder.downtracks
-        )
-        return self.mux.bytes_out + self.mux.fanout_bytes_ended + live
+        """UDP bytes sent: media, retransmissions, RTCP, STUN and DTLS."""
+        return self.counters.udp_bytes_out
 
     def snapshot(self) -> ServerSnapshot:
         """Everything the HTTP layer shows, copied out of the media plane (design.md)."""
@@ -217,6 +220,7 @@ class MediaServer:
         """Called once by a closing session (the end of the close cascade)."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            self.counters.sessions_closed += 1
         stream = session.stream
         if stream.empty and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]

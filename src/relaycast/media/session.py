@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from relaycast.net.sink import MediaSink
 from relaycast.net.transport import PeerTransport
 from relaycast.rtp.rtcp import RtcpPacket, parse_compound
 from relaycast.sdp import Negotiated
@@ -42,12 +43,14 @@ class Session:
         self.close_reason = ""
         self.rtcp_in = 0
         self.bad_packets = 0
+        self.counters = stream.counters
         self.transport = PeerTransport(
             mux=server.mux,
             ice=server.ice,
             certificate=server.certificate,
             remote_fingerprints=negotiated.remote_fingerprints,
             dtls_client=negotiated.local_setup == "active",
+            counters=stream.counters,
             on_rtp=self.on_rtp,
             on_rtcp=self.on_rtcp,
             on_connected=self._connected,
@@ -63,24 +66,32 @@ class Session:
 
     # -- hooks for subclasses -------------------------------------------------------------------
 
-    def on_rtp(self, data: bytes) -> None:
-        """A decrypted RTP packet from the peer."""
+    def on_rtp(self, data: bytes, arrival_us: int) -> None:
+        """A decrypted RTP packet from the peer and its kernel receive time (µs)."""
 
     def on_rtcp(self, data: bytes) -> None:
         """A decrypted RTCP compound packet from the peer: parsed once, malformed ones counted."""
         self.rtcp_in += 1
+        now = time.monotonic()
+        if not self.admit_rtcp(now):
+            return
         try:
             packets = parse_compound(data)
         except ValueError:
             self.bad_packets += 1
+            self.counters.bad_packets += 1
             return
-        self.on_rtcp_packets(packets, time.monotonic())
+        self.on_rtcp_packets(packets, now)
+
+    def admit_rtcp(self, now: float) -> bool:
+        """Whether to look at one more RTCP packet from the peer (rate limits)."""
+        return True
 
     def on_rtcp_packets(self, packets: list[RtcpPacket], now: float) -> None:
         """The packets of one RTCP compound packet (RFC 3550 §6.1)."""
 
-    def on_connected(self) -> None:
-        """DTLS is up and SRTP keys are set."""
+    def on_connected(self, sink: MediaSink) -> None:
+        """DTLS is up: ``sink`` protects and sends to the peer."""
 
     def _teardown(self) -> None:
         """Release what the session holds in the Stream."""
@@ -92,10 +103,11 @@ class Session:
         self.etag = self._new_etag()
         return ufrag, pwd
 
-    def _connected(self) -> None:
+    def _connected(self, sink: MediaSink) -> None:
         self.connected_at = time.monotonic()
+        self.server.handshake.observe(self.connected_at - self.created)
         log.info("%s connected", self)
-        self.on_connected()
+        self.on_connected(sink)
 
     def close(self, reason: str = "closed") -> None:
         self.transport.close(reason)

@@ -1,23 +1,16 @@
-"""The server side of a WHEP session: one DownTrack per negotiated audio/video section."""
+"""The server side of a WHEP session: its egress leg sends the stream to one viewer."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from relaycast.media.downtrack import MID_URI, DownTrack, ExtLayout
+from relaycast.media.egress import EgressLeg
 from relaycast.media.session import Session
-from relaycast.rtp.rtcp import (
-    RtcpFir,
-    RtcpNack,
-    RtcpPacket,
-    RtcpPli,
-    RtcpReceiverReport,
-    RtcpSdes,
-    RtcpSenderReport,
-    ntp_now,
-    serialize_compound,
-)
+from relaycast.net.sink import MediaSink
+from relaycast.rtp.rtcp import RtcpPacket
 from relaycast.sdp import Negotiated, SendSsrcs, codec_key
 
 if TYPE_CHECKING:
@@ -30,16 +23,15 @@ def _random_ssrc() -> int:
 
 
 class Subscriber(Session):
-    """A viewer: receives what the stream's Forwarders send, answers its RTCP."""
+    """A viewer: the session around an :class:`EgressLeg` with one DownTrack per section."""
 
     role = "subscriber"
 
     def __init__(self, server: MediaServer, stream: Stream, negotiated: Negotiated) -> None:
         super().__init__(server, stream, negotiated)
         self.cname = secrets.token_hex(8)
-        self.downtracks: list[DownTrack] = []
-        self.by_ssrc: dict[int, DownTrack] = {}
         self.send_ssrcs: dict[str, SendSsrcs] = {}
+        downtracks: list[DownTrack] = []
         stream_id = f"relaycast-{stream.name}"
         for media in negotiated.media:
             if media.rejected or media.kind not in ("audio", "video") or not media.codecs:
@@ -61,14 +53,13 @@ class Subscriber(Session):
                 clock_rate=media.codecs[0].clock_rate,
                 layout=ExtLayout(items),
                 cname=self.cname,
+                counters=stream.counters,
             )
             if forwarder.source is not None:
                 downtrack.source_changed(forwarder.source)
-            forwarder.add(downtrack)
-            self.downtracks.append(downtrack)
-            self.by_ssrc[ssrc] = downtrack
-            if rtx_ssrc is not None:
-                self.by_ssrc[rtx_ssrc] = downtrack
+            if media.kind == "video":
+                downtrack.on_first_keyframe = self._first_keyframe
+            downtracks.append(downtrack)
             self.send_ssrcs[media.mid] = SendSsrcs(
                 ssrc=ssrc,
                 rtx_ssrc=rtx_ssrc,
@@ -76,50 +67,38 @@ class Subscriber(Session):
                 stream_id=stream_id,
                 track_id=f"{stream_id}-{media.kind}",
             )
+        self.egress = EgressLeg(downtracks, counters=stream.counters, cname=self.cname)
 
-    def on_connected(self) -> None:
-        for downtrack in self.downtracks:
-            downtrack.activate(self.transport)
+    @property
+    def downtracks(self) -> list[DownTrack]:
+        return self.egress.downtracks
 
-    def on_rtp(self, data: bytes) -> None:
+    def _first_keyframe(self) -> None:
+        """Time to first frame: from the WHEP POST to the first keyframe we sent this viewer."""
+        self.server.first_keyframe.observe(time.monotonic() - self.created)
+
+    # -- the leg's port -------------------------------------------------------------------------
+
+    def on_connected(self, sink: MediaSink) -> None:
+        self.egress.connect(sink)
+
+    def on_rtp(self, data: bytes, arrival_us: int) -> None:
         self.bad_packets += 1  # viewers are receive-only
+        self.counters.bad_packets += 1
+
+    def admit_rtcp(self, now: float) -> bool:
+        return self.egress.admit_rtcp(now)
 
     def on_rtcp_packets(self, packets: list[RtcpPacket], now: float) -> None:
-        for packet in packets:
-            if isinstance(packet, (RtcpReceiverReport, RtcpSenderReport)):
-                for block in packet.reports:
-                    downtrack = self.by_ssrc.get(block.ssrc)
-                    if downtrack is not None:
-                        downtrack.stats.on_receiver_report(block, now, ntp_now())
-            elif isinstance(packet, RtcpNack):
-                downtrack = self.by_ssrc.get(packet.media_ssrc)
-                if downtrack is not None:
-                    downtrack.on_nack(packet.lost)
-            elif isinstance(packet, RtcpPli):
-                downtrack = self.by_ssrc.get(packet.media_ssrc)
-                if downtrack is not None:
-                    downtrack.on_keyframe_request()
-            elif isinstance(packet, RtcpFir):
-                for ssrc, _ in packet.entries:
-                    downtrack = self.by_ssrc.get(ssrc)
-                    if downtrack is not None:
-                        downtrack.on_keyframe_request()
+        self.egress.on_rtcp(packets, now)
 
     def send_reports(self, now: float) -> None:
-        """Slow timer: one SR per started DownTrack plus SDES (RFC 3550 §6.4.1)."""
+        """Slow timer: sender reports (RFC 3550 §6.4.1)."""
         if self.connected_at is None or self.closed:
             return
-        ntp = ntp_now()
-        reports: list[object] = []
-        for downtrack in self.downtracks:
-            report = downtrack.sender_report(now, ntp)
-            if report is not None:
-                reports.append(report)
-                reports.append(RtcpSdes.cname(downtrack.ssrc, self.cname))
-        if reports:
-            self.transport.send_rtcp(serialize_compound(reports))  # type: ignore[arg-type]
+        for packet in self.egress.reports(now):
+            self.egress.sink.send_rtcp(packet)
 
     def _teardown(self) -> None:
-        for downtrack in self.downtracks:
-            downtrack.close()
+        self.egress.close()
         self.stream.subscribers.discard(self)

@@ -9,6 +9,7 @@ from relaycast.media.feedback.keyframes import KeyframeRequester
 from relaycast.media.feedback.nack import NackGenerator
 from relaycast.media.feedback.reports import ReceiverStats
 from relaycast.media.forwarder import Forwarder
+from relaycast.media.stats import StreamCounters
 from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket
 from relaycast.rtp.rtcp import RtcpFir, RtcpNack, RtcpPli
@@ -30,6 +31,7 @@ class Track:
         forwarder: Forwarder,
         send_rtcp: Callable[[bytes], None],
         keyframe_interval: float,
+        counters: StreamCounters | None = None,
     ) -> None:
         self.kind = kind
         self.codec = codec
@@ -42,6 +44,7 @@ class Track:
         self.ext_ids = ext_ids
         self.forwarder = forwarder
         self._send_rtcp = send_rtcp
+        self.counters = counters if counters is not None else StreamCounters()
         self.stats = ReceiverStats(ssrc, codec.clock_rate)
         self.nack: NackGenerator | None = (
             NackGenerator(ssrc, sender_ssrc) if "nack" in rtcp_fb else None
@@ -57,6 +60,9 @@ class Track:
         self.bytes = 0
         self.keyframes_seen = 0
         self.retransmissions = 0
+        #: bits/s over the last report interval (the retransmission budgets follow it)
+        self.bitrate = 0.0
+        self._rate_mark: tuple[float, int] | None = None
 
     def on_packet(self, packet: RtpPacket, now: float, size: int) -> None:
         """Account for one packet and hand it to the Forwarder."""
@@ -76,26 +82,38 @@ class Track:
         self.last_arrival = now
         self.forwarder.forward(packet, keyframe, now)
 
+    def update_bitrate(self, now: float) -> None:
+        """Called once a second: the receive rate since the last call."""
+        mark = self._rate_mark
+        if mark is not None and now > mark[0]:
+            self.bitrate = (self.bytes - mark[1]) * 8 / (now - mark[0])
+        self._rate_mark = (now, self.bytes)
+
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, coalesced to one per interval (RFC 4585 §6.3.1)."""
         if self.kind != "video":
             return
         request = self.keyframes.request(time.monotonic())
         if request is not None:
+            self.counters.keyframe_requests_sent += 1
             self._send_rtcp(bytes(request))
 
-    def poll(self, now: float, rtt: float) -> list[RtcpNack | RtcpPli | RtcpFir]:
-        """Feedback that is due now: NACKs and a pending keyframe request."""
+    def poll(self, now: float, rtt: float | None = None) -> list[RtcpNack | RtcpPli | RtcpFir]:
+        """Feedback that is due now: NACKs (spaced by the measured RTT unless ``rtt`` is given)
+        and a pending keyframe request."""
         due: list[RtcpNack | RtcpPli | RtcpFir] = []
         if self.nack is not None:
             nack = self.nack.poll(now, rtt)
             if nack is not None:
+                self.counters.nacks_sent += len(nack.lost)
                 due.append(nack)
             if self.nack.take_keyframe_request():  # gave up on lost packets: repair by keyframe
                 request = self.keyframes.request(now)
                 if request is not None:
+                    self.counters.keyframe_requests_sent += 1
                     due.append(request)
         pending = self.keyframes.poll(now)
         if pending is not None:
+            self.counters.keyframe_requests_sent += 1
             due.append(pending)
         return due

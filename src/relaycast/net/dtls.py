@@ -32,6 +32,8 @@ _KEY_SALT = {
     "SRTP_AES128_CM_SHA1_80": (16, 14),
 }
 
+MAX_RESETS = 16  # pre-handshake garbage a server endpoint forgives before it gives up
+
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha-1": hashes.SHA1,
     "sha-224": hashes.SHA224,
@@ -100,6 +102,51 @@ class DtlsError(Exception):
     """The handshake failed or the peer's certificate does not match its fingerprint."""
 
 
+_CONTENT_TYPES = (20, 21, 22, 23)  # change_cipher_spec, alert, handshake, application_data
+_HANDSHAKE_TYPES = frozenset((1, 2, 3, 4, 11, 12, 13, 14, 15, 16, 20))  # RFC 6347 §4.3.2
+_MAX_RECORD = 2**14 + 2048  # TLSCiphertext.length (RFC 5246 §6.2.3)
+
+
+def valid_dtls_records(data: bytes) -> bool:
+    """True when ``data`` is a sequence of well-framed DTLS 1.0/1.2 records (RFC 6347 §4.1).
+
+    Invalid records SHOULD be silently discarded (RFC 6347 §4.1.2.7). OpenSSL aborts the whole
+    handshake on some of them, so the transport checks the framing first: content type,
+    version, lengths, and for plaintext (epoch 0) handshake records the handshake header too.
+    """
+    n = len(data)
+    pos = 0
+    if n < 13:
+        return False
+    while pos < n:
+        if n - pos < 13:
+            return False
+        content_type = data[pos]
+        if content_type not in _CONTENT_TYPES or data[pos + 1] != 0xFE:
+            return False
+        if data[pos + 2] not in (0xFF, 0xFD):
+            return False
+        epoch = (data[pos + 3] << 8) | data[pos + 4]
+        length = (data[pos + 11] << 8) | data[pos + 12]
+        body = pos + 13
+        if length == 0 or length > _MAX_RECORD or body + length > n:
+            return False
+        if content_type == 22 and epoch == 0:
+            # one or more handshake fragments: 12-byte header each (RFC 6347 §4.2.2)
+            end = body + length
+            while body < end:
+                if end - body < 12 or data[body] not in _HANDSHAKE_TYPES:
+                    return False
+                total = int.from_bytes(data[body + 1 : body + 4], "big")
+                offset = int.from_bytes(data[body + 6 : body + 9], "big")
+                fragment = int.from_bytes(data[body + 9 : body + 12], "big")
+                if offset + fragment > total or body + 12 + fragment > end:
+                    return False
+                body += 12 + fragment
+        pos += 13 + length
+    return True
+
+
 class DtlsEndpoint:
     """One DTLS association. Feed datagrams to :meth:`receive`; outgoing ones go to ``send``.
 
@@ -124,12 +171,19 @@ class DtlsEndpoint:
         self.is_client = is_client
         self.connected = False
         self.closed = False
-        self._conn = SSL.Connection(certificate.context(), None)
-        self._conn.set_ciphertext_mtu(1200)
-        if is_client:
-            self._conn.set_connect_state()
+        self._certificate = certificate
+        self._sent = False  # whether we have answered anything yet
+        self.resets = 0
+        self._conn = self._new_connection()
+
+    def _new_connection(self) -> SSL.Connection:
+        conn = SSL.Connection(self._certificate.context(), None)
+        conn.set_ciphertext_mtu(1200)
+        if self.is_client:
+            conn.set_connect_state()
         else:
-            self._conn.set_accept_state()
+            conn.set_accept_state()
+        return conn
 
     def start(self) -> None:
         """Send the ClientHello when we are the DTLS client; no-op for the server."""
@@ -190,6 +244,14 @@ class DtlsEndpoint:
             self._flush()
             return
         except SSL.Error as exc:
+            if not self.is_client and not self._sent and self.resets < MAX_RESETS:
+                # Nothing answered yet: whatever OpenSSL choked on was not a handshake of the
+                # peer's we took part in. Drop it and wait for a proper ClientHello (the
+                # handshake deadline ends sessions that never send one).
+                log.debug("dtls: dropped a datagram before the handshake began: %s", exc)
+                self.resets += 1
+                self._conn = self._new_connection()
+                return
             self._flush()
             self._close(f"dtls handshake failed: {exc}")
             return
@@ -242,6 +304,7 @@ class DtlsEndpoint:
                 return
             if not data:
                 return
+            self._sent = True
             self._send(data)
 
     def _close(self, reason: str) -> None:

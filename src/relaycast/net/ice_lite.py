@@ -10,11 +10,13 @@ consent is older than 30 s.
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import string
 from typing import TYPE_CHECKING
 
+from relaycast.media.stats import ServerCounters
 from relaycast.net import stun
 
 if TYPE_CHECKING:
@@ -31,13 +33,21 @@ def random_ice_string(length: int) -> str:
     return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
 
 
+class BindingVerdict(enum.Enum):
+    """What a transport makes of an authenticated Binding request."""
+
+    FRESH = "fresh"  # a new transaction: answer it and let it validate / nominate
+    RETRANSMIT = "retransmit"  # the same transaction from the same address: answer only
+    REFUSE = "refuse"  # a replay from elsewhere, or an address another session owns: drop
+
+
 class IceLite:
     """Routes STUN Binding requests to the transport whose local ufrag they name."""
 
-    def __init__(self) -> None:
+    def __init__(self, counters: ServerCounters | None = None) -> None:
         self.by_ufrag: dict[str, PeerTransport] = {}
         self.mux: UdpMux | None = None
-        self.rejected = 0
+        self.counters = counters if counters is not None else ServerCounters()
 
     def register(self, ufrag: str, peer: PeerTransport) -> None:
         self.by_ufrag[ufrag] = peer
@@ -47,31 +57,41 @@ class IceLite:
             del self.by_ufrag[ufrag]
 
     def on_stun(self, data: bytes, addr: Address) -> None:
+        counters = self.counters
         try:
             message = stun.StunMessage.parse(data)
         except ValueError:
-            self.rejected += 1
+            counters.stun_rejected += 1
             return
         if message.method != stun.BINDING or message.msg_class != stun.REQUEST:
             return  # responses and indications (keepalives) need no answer from a lite agent
         username = message.username
         if not username or ":" not in username:
-            self.rejected += 1
+            counters.stun_rejected += 1
             return
         local_ufrag = username.split(":", 1)[0]
         peer = self.by_ufrag.get(local_ufrag)
         if peer is None:
-            self.rejected += 1
+            counters.stun_rejected += 1
             log.debug("stun from %s names unknown ufrag %r", addr, local_ufrag)
             return
         if message.get(stun.FINGERPRINT) is not None and not stun.check_fingerprint(data):
-            self.rejected += 1
+            counters.stun_rejected += 1
             return
         pwd = peer.password_for(local_ufrag)
         if pwd is None or not stun.check_integrity(data, pwd.encode()):
-            self.rejected += 1
+            counters.stun_rejected += 1
             log.debug("stun from %s failed message integrity", addr)
+            return
+        # Only what MESSAGE-INTEGRITY covers counts (RFC 8489 §14.5), USERNAME included.
+        covered = message.integrity_covered()
+        if covered.username != username:
+            counters.stun_rejected += 1
+            return
+        verdict = peer.check_binding(addr, message.transaction_id)
+        if verdict is BindingVerdict.REFUSE:
             return
         if self.mux is not None:
             self.mux.sendto(stun.binding_success(message, addr, pwd.encode()), addr)
-        peer.on_binding(addr, local_ufrag, message.get(stun.USE_CANDIDATE) is not None)
+        if verdict is BindingVerdict.FRESH:
+            peer.on_binding(addr, local_ufrag, covered.get(stun.USE_CANDIDATE) is not None)

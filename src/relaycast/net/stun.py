@@ -182,6 +182,20 @@ class StunMessage:
                 return value
         return None
 
+    def integrity_covered(self) -> StunMessage:
+        """The message as MESSAGE-INTEGRITY vouches for it: the attributes before it.
+
+        RFC 8489 §14.5: agents MUST ignore every attribute after MESSAGE-INTEGRITY except
+        FINGERPRINT, so an attacker who appends USE-CANDIDATE to a captured request changes
+        nothing. Without MESSAGE-INTEGRITY, nothing is covered.
+        """
+        covered: list[tuple[int, bytes]] = []
+        for attr_type, value in self.attributes:
+            if attr_type == MESSAGE_INTEGRITY:
+                return StunMessage(self.method, self.msg_class, self.transaction_id, covered)
+            covered.append((attr_type, value))
+        return StunMessage(self.method, self.msg_class, self.transaction_id, [])
+
     @property
     def username(self) -> str | None:
         """The USERNAME attribute as text (None when absent or not UTF-8)."""

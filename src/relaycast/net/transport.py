@@ -1,6 +1,19 @@
-"""The transport of one peer: ICE-lite state, DTLS association and SRTP contexts.
+"""The transport of one peer: ICE-lite state, DTLS association, SRTP contexts and its sink.
 
-It owns no socket: it sends through the shared :class:`UdpMux` and is fed by it.
+It owns no socket: the shared :class:`UdpMux` feeds it, and what it sends goes out through the
+mux (STUN, DTLS) or through the :class:`MediaSink` it binds once DTLS is up (SRTP).
+
+**Where media goes** (the send address) moves only on fresh authenticated traffic from an
+address this session validated with STUN (RFC 8445 §7.3.1.5, RFC 7675 §5.1, RFC 3711 §3.3.2):
+
+* a Binding request whose MESSAGE-INTEGRITY covers USE-CANDIDATE, in a transaction not seen
+  before (a replayed request is answered at most, never acted on);
+* the DTLS flight that completes the handshake (it proves the fingerprint's key);
+* SRTP/SRTCP that authenticates and passes libsrtp's replay protection.
+
+Unauthenticated bytes never move it: a DTLS record only decides where DTLS replies go. An
+address another live session owns is never taken over (:meth:`UdpMux.bind`), and a session
+validates at most :data:`MAX_ADDRESSES` addresses.
 """
 
 from __future__ import annotations
@@ -8,14 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
-from relaycast.net.dtls import DtlsCertificate, DtlsEndpoint, SrtpKeys
-from relaycast.net.ice_lite import IceLite, random_ice_string
+from relaycast.media.stats import StreamCounters
+from relaycast.net.dtls import DtlsCertificate, DtlsEndpoint, SrtpKeys, valid_dtls_records
+from relaycast.net.ice_lite import BindingVerdict, IceLite, random_ice_string
+from relaycast.net.sink import MediaSink
 from relaycast.net.srtp import SrtpContext, SrtpError
 from relaycast.net.udp_mux import Address, UdpMux
 
 log = logging.getLogger(__name__)
+
+MAX_ADDRESSES = 8  # candidate pairs one session may validate (a browser uses 1-4)
+ADDRESS_HOLD_US = 2_000_000  # a session holds its media address while heard from this recently
+SEEN_TRANSACTIONS = 64  # Binding transaction ids remembered to tell replays from new checks
 
 
 def _is_rtcp(data: bytes) -> bool:
@@ -34,13 +54,15 @@ class PeerTransport:
         certificate: DtlsCertificate,
         remote_fingerprints: list[tuple[str, str]],
         dtls_client: bool,
-        on_rtp: Callable[[bytes], None],
+        counters: StreamCounters,
+        on_rtp: Callable[[bytes, int], None],
         on_rtcp: Callable[[bytes], None],
-        on_connected: Callable[[], None],
+        on_connected: Callable[[MediaSink], None],
         on_closed: Callable[[str], None],
     ) -> None:
         self.mux = mux
         self._ice = ice
+        self.counters = counters
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._on_connected = on_connected
@@ -49,24 +71,33 @@ class PeerTransport:
         self.local_pwd = random_ice_string(24)
         self._old_credentials: tuple[str, str] | None = None
         ice.register(self.local_ufrag, self)
+        #: where media and RTCP go; moves only on fresh authenticated traffic (module docstring)
         self.addr: Address | None = None
+        self._dtls_addr: Address | None = None  # where DTLS replies go
         self._validated: set[Address] = set()
+        self._transactions: OrderedDict[bytes, Address] = OrderedDict()
         self.created = time.monotonic()
         self.last_consent: float | None = None
+        #: when authenticated traffic last came from ``addr`` (µs, CLOCK_REALTIME)
+        self.last_heard_us = 0
         self.srtp: SrtpContext | None = None
+        self.sink: MediaSink | None = None
         self.closed = False
         self.close_reason = ""
         self.rtp_in = 0
-        self.srtp_errors = 0
         self._timer: asyncio.TimerHandle | None = None
         self.dtls = DtlsEndpoint(
             certificate,
             remote_fingerprints,
             is_client=dtls_client,
-            send=self._send_raw,
+            send=self._send_dtls,
             on_connected=self._dtls_connected,
             on_closed=self.close,
         )
+
+    @property
+    def validated(self) -> frozenset[Address]:
+        return frozenset(self._validated)
 
     # -- ICE ------------------------------------------------------------------------------------
 
@@ -77,8 +108,44 @@ class PeerTransport:
             return self._old_credentials[1]
         return None
 
+    def check_binding(self, addr: Address, transaction_id: bytes) -> BindingVerdict:
+        """Classify an authenticated Binding request before it is answered.
+
+        A transaction seen before is a retransmission when it comes from the same address
+        (answer it again, RFC 8489 §6.3.1), else a replay (drop it). A new address must be free
+        (not owned by another live session) and within :data:`MAX_ADDRESSES`.
+        """
+        if self.closed:
+            return BindingVerdict.REFUSE
+        seen = self._transactions.get(transaction_id)
+        if seen is not None:
+            if seen == addr:
+                return BindingVerdict.RETRANSMIT
+            self.mux.counters.stun_replayed += 1
+            return BindingVerdict.REFUSE
+        if addr not in self._validated:
+            if len(self._validated) >= MAX_ADDRESSES or not self.mux.bind(addr, self):
+                return BindingVerdict.REFUSE
+            log.debug("ice: %s validated after %.3f s", addr, time.monotonic() - self.created)
+            self._validated.add(addr)
+        self._transactions[transaction_id] = addr
+        if len(self._transactions) > SEEN_TRANSACTIONS:
+            self._transactions.popitem(last=False)
+        return BindingVerdict.FRESH
+
+    def holds(self, addr: Address) -> bool:
+        """Whether ``addr`` is this live session's media address, heard from just now: then no
+        other session may take it over (a NAT or OS reuses the port of a vanished peer only)."""
+        if self.closed or addr != self.addr:
+            return False
+        return time.time_ns() // 1000 - self.last_heard_us < ADDRESS_HOLD_US
+
+    def release(self, addr: Address) -> None:
+        """Another session validated ``addr`` after we stopped hearing from it there."""
+        self._validated.discard(addr)
+
     def on_binding(self, addr: Address, ufrag: str, use_candidate: bool) -> None:
-        """A valid Binding request arrived from ``addr`` (RFC 8445 §7.3.1.4-5)."""
+        """A fresh, answered Binding request from validated ``addr`` (RFC 8445 §7.3.1.4-5)."""
         if self.closed:
             return
         self.last_consent = time.monotonic()
@@ -86,13 +153,13 @@ class PeerTransport:
             # the peer moved to the restarted credentials: forget the old ones
             self._ice.unregister(self._old_credentials[0], self)
             self._old_credentials = None
-        if addr not in self._validated:
-            log.debug("ice: %s validated after %.3f s", addr, time.monotonic() - self.created)
-            self._validated.add(addr)
-            self.mux.bind(addr, self)
         if self.addr is None or (use_candidate and addr != self.addr):
-            self.addr = addr
+            self._move(addr)
+        if addr == self.addr:
+            self.last_heard_us = time.time_ns() // 1000
         if self.dtls.is_client and not self.dtls.connected:
+            if self._dtls_addr is None:
+                self._dtls_addr = addr
             self.dtls.start()
             self._arm_timer()
 
@@ -106,13 +173,23 @@ class PeerTransport:
         self._ice.register(self.local_ufrag, self)
         return self.local_ufrag, self.local_pwd
 
+    def _move(self, addr: Address) -> None:
+        if addr != self.addr:
+            log.debug("media for %s now goes to %s", self.local_ufrag, addr)
+        self.addr = addr
+        if self.sink is not None:
+            self.sink.addr = addr
+
     # -- DTLS -----------------------------------------------------------------------------------
 
     def receive_dtls(self, data: bytes, addr: Address) -> None:
-        # Every address the mux routes here passed a STUN check; answer where the peer speaks
-        # from (a controlling agent may nominate another pair only later).
-        if addr != self.addr:
-            self.addr = addr
+        """A DTLS datagram from a validated address: malformed records are dropped, not fatal."""
+        if not valid_dtls_records(data):
+            self.mux.counters.dtls_bad_records += 1
+            return
+        # Answer the handshake where the peer speaks from (a controlling agent may nominate
+        # the pair only later); this moves no media.
+        self._dtls_addr = addr
         if not self.dtls.connected:
             log.debug(
                 "dtls: %d bytes from %s after %.3f s",
@@ -124,14 +201,28 @@ class PeerTransport:
         self._arm_timer()
 
     def _dtls_connected(self, keys: SrtpKeys) -> None:
-        self.srtp = SrtpContext(keys)
+        # The flight that completed the handshake came from _dtls_addr: authenticated traffic.
+        if self._dtls_addr is not None:
+            self._move(self._dtls_addr)
+        self.last_heard_us = time.time_ns() // 1000
+        srtp = self.srtp = SrtpContext(keys)
+        sock = self.mux.sock
+        assert self.addr is not None and sock is not None
+        self.sink = MediaSink(
+            protect=srtp.protect,
+            protect_rtcp=srtp.protect_rtcp,
+            sendto=sock.sendto,
+            addr=self.addr,
+            stream=self.counters,
+            server=self.mux.counters,
+        )
         log.debug(
             "dtls connected (%s) with %s after %.3f s",
             keys.profile,
             self.addr,
             time.monotonic() - self.created,
         )
-        self._on_connected()
+        self._on_connected(self.sink)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
@@ -147,37 +238,36 @@ class PeerTransport:
         self.dtls.handle_timeout()
         self._arm_timer()
 
+    def _send_dtls(self, data: bytes) -> None:
+        addr = self._dtls_addr or self.addr
+        if addr is not None:
+            self.mux.sendto(data, addr)
+
     # -- SRTP -----------------------------------------------------------------------------------
 
-    def receive_srtp(self, data: bytes, addr: Address) -> None:
+    def receive_srtp(self, data: bytes, addr: Address, arrival_us: int) -> None:
         srtp = self.srtp
         if srtp is None:
+            self.counters.bad_packets += 1
             return
         rtcp = _is_rtcp(data)
         try:
             plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
-        except SrtpError:
-            self.srtp_errors += 1
+        except SrtpError:  # authentication or replay check failed (RFC 3711 §3.3)
+            self.counters.srtp_auth_failures += 1
             return
-        if addr != self.addr:  # authenticated media from another validated pair: follow it
-            self.addr = addr
+        if addr != self.addr:  # authenticated, fresh media from another validated pair
+            self._move(addr)
+        self.last_heard_us = arrival_us
         if rtcp:
             self._on_rtcp(plain)
         else:
             self.rtp_in += 1
-            self._on_rtp(plain)
-
-    def send_rtp(self, packet: bytes) -> None:
-        if self.srtp is not None and self.addr is not None:
-            self.mux.sendto(self.srtp.protect(packet), self.addr)
+            self._on_rtp(plain, arrival_us)
 
     def send_rtcp(self, packet: bytes) -> None:
-        if self.srtp is not None and self.addr is not None:
-            self.mux.sendto(self.srtp.protect_rtcp(packet), self.addr)
-
-    def _send_raw(self, data: bytes) -> None:
-        if self.addr is not None:
-            self.mux.sendto(data, self.addr)
+        if self.sink is not None:
+            self.sink.send_rtcp(packet)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -201,5 +291,7 @@ class PeerTransport:
         for addr in self._validated:
             self.mux.unbind(addr, self)
         self._validated.clear()
+        self._transactions.clear()
         self.srtp = None
+        self.sink = None
         self._on_closed(reason)

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from relaycast.media.stats import ServerCounters
+
 if TYPE_CHECKING:
     from relaycast.net.transport import PeerTransport
 
@@ -41,18 +43,16 @@ READS_PER_WAKEUP = 256  # drain the socket in batches, but let timers run in bet
 class UdpMux:
     """The media socket. ``bind`` maps a peer address to its transport after ICE validates it."""
 
-    def __init__(self, on_stun: Callable[[bytes, Address], None]) -> None:
+    def __init__(
+        self,
+        on_stun: Callable[[bytes, Address], None],
+        counters: ServerCounters | None = None,
+    ) -> None:
         self._on_stun = on_stun
+        self.counters = counters if counters is not None else ServerCounters()
         self.by_address: dict[Address, PeerTransport] = {}
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: kernel receive time (µs, CLOCK_REALTIME) of the datagram being dispatched
-        self.arrival_us = 0
-        self.dropped = 0
-        self.send_errors = 0
-        self.bytes_in = 0
-        self.bytes_out = 0  # what went through sendto (not the DownTracks' direct sends)
-        self.fanout_bytes_ended = 0  # media sent by DownTracks that have closed
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -80,12 +80,15 @@ class UdpMux:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                     arrival_us = seconds * 1_000_000 + nanoseconds // 1000
-            self.arrival_us = arrival_us or time.time_ns() // 1000
-            self.datagram_received(data, addr)
+            self.datagram_received(data, addr, arrival_us or time.time_ns() // 1000)
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.bytes_in += len(data)
+    def datagram_received(self, data: bytes, addr: Address, arrival_us: int) -> None:
+        """Dispatch one datagram; ``arrival_us`` is its receive time (µs, CLOCK_REALTIME)."""
+        counters = self.counters
+        counters.udp_packets_in += 1
+        counters.udp_bytes_in += len(data)
         if not data:
+            counters.garbage_dropped += 1
             return
         first = data[0]
         if first < 4:
@@ -93,14 +96,14 @@ class UdpMux:
             return
         peer = self.by_address.get(addr[:2])
         if peer is None:
-            self.dropped += 1
+            counters.garbage_dropped += 1
             return
         if 127 < first < 192:
-            peer.receive_srtp(data, addr)
+            peer.receive_srtp(data, addr, arrival_us)
         elif 19 < first < 64:
             peer.receive_dtls(data, addr)
         else:
-            self.dropped += 1
+            counters.garbage_dropped += 1
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -111,15 +114,23 @@ class UdpMux:
             return
         try:
             sock.sendto(data, addr)
-            self.bytes_out += len(data)
-        except (BlockingIOError, InterruptedError):
-            self.send_errors += 1
+            self.counters.udp_bytes_out += len(data)
         except OSError as exc:
-            self.send_errors += 1
+            self.counters.send_errors += 1
             log.debug("udp send to %s failed: %s", addr, exc)
 
-    def bind(self, addr: Address, peer: PeerTransport) -> None:
-        self.by_address[addr[:2]] = peer
+    def bind(self, addr: Address, peer: PeerTransport) -> bool:
+        """Route ``addr`` to ``peer``; refused (False) while another live session holds it as its
+        media address (:meth:`PeerTransport.holds`)."""
+        key = addr[:2]
+        owner = self.by_address.get(key)
+        if owner is not None and owner is not peer:
+            if owner.holds(key):
+                self.counters.stun_address_conflicts += 1
+                return False
+            owner.release(key)
+        self.by_address[key] = peer
+        return True
 
     def unbind(self, addr: Address, peer: PeerTransport) -> None:
         if self.by_address.get(addr[:2]) is peer:
@@ -135,7 +146,12 @@ class UdpMux:
         sock.close()
 
 
-async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address], None]) -> UdpMux:
+async def open_udp_mux(
+    host: str,
+    port: int,
+    on_stun: Callable[[bytes, Address], None],
+    counters: ServerCounters | None = None,
+) -> UdpMux:
     """Bind the media port (all interfaces when ``host`` is empty).
 
     We create the socket ourselves and keep it: reads use ``recvmsg`` for the kernel timestamp,
@@ -151,6 +167,6 @@ async def open_udp_mux(host: str, port: int, on_stun: Callable[[bytes, Address],
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((host or "0.0.0.0", port))
-    mux = UdpMux(on_stun)
+    mux = UdpMux(on_stun, counters)
     mux.start(sock, loop)
     return mux

@@ -85,6 +85,7 @@ class NackGenerator:
         "max_retries",
         "media_ssrc",
         "reorder_delay",
+        "rtt",
         "sender_ssrc",
         "stats",
     )
@@ -115,6 +116,9 @@ class NackGenerator:
         self._missing: dict[int, _Missing] = {}
         self._restart_candidate: int | None = None  # 16-bit seq expected next
         self._keyframe_wanted = False
+        #: round trip to the sender measured from NACK to retransmission (seconds, smoothed as
+        #: RFC 6298 §2 does; only packets NACKed once count: Karn's rule), None until measured
+        self.rtt: float | None = None
 
     # -- receive path ---------------------------------------------------------
 
@@ -168,6 +172,10 @@ class NackGenerator:
         if entry is not None:
             if entry.retries:
                 self.stats.recovered += 1
+                if entry.retries == 1:
+                    sample = max(now - entry.last_sent, 0.0)
+                    rtt = self.rtt
+                    self.rtt = sample if rtt is None else 0.875 * rtt + 0.125 * sample
             else:
                 self.stats.reordered += 1
             self._restart_candidate = None
@@ -192,12 +200,15 @@ class NackGenerator:
 
     # -- timer path -----------------------------------------------------------
 
-    def poll(self, now: float, rtt: float) -> RtcpNack | None:
+    def poll(self, now: float, rtt: float | None = None) -> RtcpNack | None:
         """Returns a NACK for every missing sequence number that is due, or None.
 
-        `rtt` is the current round-trip time estimate to the publisher in seconds
-        (0 when unknown); retries are spaced by `max(rtt, 20 ms)`.
+        `rtt` is the round-trip time to the publisher in seconds; by default the one this
+        generator measured (:attr:`rtt`, 0 when unknown). Retries are spaced by
+        `max(rtt, 20 ms)`.
         """
+        if rtt is None:
+            rtt = self.rtt or 0.0
         missing = self._missing
         if not missing:
             return None
