@@ -51,7 +51,9 @@ async def test_publisher_reconnect_keeps_viewer_playing(relaycast_server) -> Non
     try:
         assert await viewer.wait_frames("video", 20, timeout=30) >= 20
         async with aiohttp.ClientSession() as http:
-            await http.delete(f"{base}{first.location}")
+            await http.delete(
+                f"{base}{first.location}", headers={"Authorization": "Bearer test-key"}
+            )
         await first.pc.close()
         before = viewer.frames["video"]
         second = await peers.publish(base, "live", "test-key")

@@ -245,7 +245,9 @@ async def test_garbage_on_media_port_while_streaming(relaycast_server: Relaycast
         for viewer in viewers:
             await viewer.close(srv.http)
         async with aiohttp.ClientSession() as http:
-            await http.delete(f"{srv.http}{publisher.location}")
+            await http.delete(
+                f"{srv.http}{publisher.location}", headers={"Authorization": "Bearer test-key"}
+            )
         await publisher.pc.close()
 
 
@@ -296,7 +298,9 @@ async def test_garbage_from_a_validated_address(relaycast_server: RelaycastServe
     finally:
         await viewer.close(srv.http)
         async with aiohttp.ClientSession() as http:
-            await http.delete(f"{srv.http}{publisher.location}")
+            await http.delete(
+                f"{srv.http}{publisher.location}", headers={"Authorization": "Bearer test-key"}
+            )
         await publisher.pc.close()
 
 
@@ -305,7 +309,9 @@ async def test_garbage_from_a_validated_address(relaycast_server: RelaycastServe
 
 @pytest.fixture(scope="module")
 def sdp_server(module_server_factory: ServerFactory) -> RelaycastServer:
-    return module_server_factory.start()
+    # Dozens of offers from one address in a row: these tests are about parsing, not the
+    # WHEP rate limit (tests/integration/test_limits.py).
+    return module_server_factory.start("--whep-rate", "1000", "--whep-burst", "1000")
 
 
 def nasty_bodies(offer: str) -> list[tuple[str, bytes]]:
@@ -401,7 +407,10 @@ async def test_malformed_sdp_never_5xx(sdp_server: RelaycastServer, endpoint: st
                     assert doc["status"] == r.status and doc["detail"], (name, doc)
                 else:
                     assert r.status == 201, (name, r.status)
-                    async with http.delete(f"{srv.http}{r.headers['Location']}") as d:
+                    async with http.delete(
+                        f"{srv.http}{r.headers['Location']}",
+                        headers={"Authorization": "Bearer test-key"} if endpoint == "whip" else {},
+                    ) as d:
                         assert d.status == 200
         # the server is intact: a clean offer still works, nothing was left behind
         async with http.get(f"{srv.http}/api/streams") as r:
@@ -423,6 +432,7 @@ async def test_malformed_sdp_never_5xx(sdp_server: RelaycastServer, endpoint: st
     ):
         assert must_fail in errors, (must_fail, results[must_fail])
     assert results["huge"] == 413
+    assert results["500 m-sections"] == 413  # more than 16 m= sections (sdp/parse.py)
     assert "Traceback" not in srv.stderr(), srv.stderr()[-3000:]
 
 
