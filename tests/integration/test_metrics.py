@@ -151,7 +151,9 @@ async def test_counters_follow_a_live_stream(
         assert await viewer.wait_frames("video", 30, timeout=20) >= 30
     finally:
         await viewer.close(srv.http)
-        async with http.delete(f"{srv.http}{publisher.location}") as d:
+        async with http.delete(
+            f"{srv.http}{publisher.location}", headers={"Authorization": "Bearer test-key"}
+        ) as d:
             assert d.status == 200
         await publisher.pc.close()
 
@@ -168,11 +170,15 @@ async def test_counters_follow_a_live_stream(
     ):
         before, after = first.value(name, **live), second.value(name, **live)
         assert before > 0 and after > before, (name, before, after)
-    # 1.5 s of a 320x240 VP8 pattern + opus: tens of kilobytes at least
-    grown = second.value("relaycast_stream_ingress_bytes_total", **live) - first.value(
-        "relaycast_stream_ingress_bytes_total", **live
-    )
-    assert grown > 10_000, grown
+
+    # 1.5 s of a 320x240 VP8 pattern at 30 fps + 50 opus packets a second
+    def grown(name: str) -> float:
+        return second.value(name, **live) - first.value(name, **live)
+
+    assert grown("relaycast_stream_ingress_packets_total") > 60
+    assert grown("relaycast_stream_ingress_bytes_total") > 3_000
+    # one viewer: about what came in goes out (plus SRTP overhead)
+    assert grown("relaycast_stream_egress_packets_total") > 60
     for name in ("relaycast_udp_bytes_in_total", "relaycast_udp_bytes_out_total"):
         assert second.value(name) > first.value(name) > 0, name
     # UDP in counts SRTP overhead and RTCP on top of the stream's RTP bytes

@@ -292,7 +292,7 @@ def client_address(request: web.Request) -> str:
     with ``trust_proxy``, IPv6 per /64), else the peer address."""
     limits = admission(request.app)
     if limits is not None:
-        return str(limits.client(request))
+        return limits.client(request)
     return request.remote or "unknown"
 
 

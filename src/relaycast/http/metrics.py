@@ -10,10 +10,9 @@ counter the media plane adds is exported without a change here (docs/metrics.md 
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,6 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from relaycast import __version__
+from relaycast.http.limits import ADMISSION_KEY, Admission
 from relaycast.media.stats import HistogramSnapshot, ServerSnapshot
 
 __all__ = [
@@ -121,21 +121,14 @@ class ApiCap(Protocol):
     def open(self) -> int: ...
 
 
-def admission(app: web.Application) -> Any:
-    """The app's ``relaycast.http.limits.Admission`` (``refused`` by reason, ``client()``),
-    or None when the app has no admission limits."""
-    try:
-        limits: Any = importlib.import_module("relaycast.http.limits")
-    except ImportError:
-        return None
-    key = getattr(limits, "ADMISSION_KEY", None)
-    return app.get(key) if key is not None else None
+def admission(app: web.Application) -> Admission | None:
+    """The app's admission limits (``refused`` by reason, ``client()``), None without."""
+    return app.get(ADMISSION_KEY)
 
 
 def _admission_refused(app: web.Application) -> Mapping[str, int]:
     limits = admission(app)
-    refused: Mapping[str, int] = getattr(limits, "refused", {})
-    return refused
+    return limits.refused if limits is not None else {}
 
 
 def _histogram(name: str, doc: str, snap: HistogramSnapshot) -> HistogramMetricFamily:
