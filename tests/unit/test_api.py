@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relaycast.app import create_app
 from relaycast.config import Config
 from relaycast.http import api
+from relaycast.http.metrics import RelaycastCollector
 from relaycast.http.signalling import SERVER_KEY
+from relaycast.media.stats import HistogramSnapshot, ServerSnapshot, StreamSnapshot
 from relaycast.media.stream import Stream
 from relaycast.rtp.packet import RtpPacket
 
@@ -275,3 +277,51 @@ async def test_caps_count_clients_as_the_admission_limits_do() -> None:
             resp.close()
     finally:
         await proxied.close()
+
+
+# -- the collector --------------------------------------------------------------------------------
+
+
+def test_collector_exports_every_snapshot_counter_generically() -> None:
+    """Counter keys map to ``relaycast_<key>_total`` / ``relaycast_stream_<key>_total``, new
+    keys included; histograms keep their cumulative buckets."""
+    snap = ServerSnapshot(
+        sessions=3,
+        publishers=1,
+        subscribers=2,
+        counters={"udp_bytes_in": 1000, "garbage_dropped": 7, "brand_new": 5},
+        streams=[
+            StreamSnapshot(
+                name="cam",
+                live=True,
+                viewers=2,
+                viewers_connecting=0,
+                video_codec="VP8",
+                audio_codec=None,
+                live_for=3.0,
+                counters={"ingress_bytes": 500, "fresh_bytes": 9},
+            )
+        ],
+        histograms={"handshake": HistogramSnapshot((0.1, 1.0), (2, 3, 4), 5.5, 4)},
+    )
+    registry = CollectorRegistry()
+    registry.register(RelaycastCollector(web.Application(), lambda: snap))
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["relaycast_udp_bytes_in"].samples[0].value == 1000
+    assert families["relaycast_udp_garbage_dropped"].samples[0].value == 7
+    assert families["relaycast_brand_new"].type == "counter"
+    assert "relaycast_brand_new_total 5.0" in text
+    assert 'relaycast_stream_fresh_bytes_total{stream="cam"} 9.0' in text
+    assert 'relaycast_stream_ingress_bytes_total{stream="cam"} 500.0' in text
+    assert 'relaycast_viewers{stream="cam"} 2.0' in text
+    assert "relaycast_sessions 3.0" in text
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["relaycast_handshake_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    assert buckets == {"0.1": 2, "1.0": 3, "+Inf": 4}
+    assert "relaycast_handshake_duration_seconds_sum 5.5" in text
+    assert "relaycast_handshake_duration_seconds_count 4.0" in text
+    assert families["relaycast_sessions_refused"].samples == []  # no admission limits here
