@@ -14,17 +14,28 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
 
 import aiohttp
 import psutil
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from tests.conftest import RelaycastServer, ServerFactory
 from tests.integration.test_whip_whep_http import make_offer, problem_of
 
 from relaycast.app import create_app
 from relaycast.config import Config
-from relaycast.http.limits import ADMISSION_KEY, REASONS
+from relaycast.http.limits import (
+    ADMISSION_KEY,
+    MAX_TRACKED,
+    REASONS,
+    SWEEP_INTERVAL,
+    Admission,
+    address_group,
+)
+from relaycast.http.problems import ProblemError
 
 pytestmark = pytest.mark.integration
 
@@ -389,3 +400,144 @@ async def test_refusals_counted_by_reason_on_the_app() -> None:
         assert sum(admission.refused.values()) == 2
     finally:
         await runner.cleanup()
+
+
+# -- the limiter's own bookkeeping (no server) --------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeMedia:
+    """What Admission reads of the MediaServer: live sessions and streams."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, object] = {}
+        self.streams: dict[str, object] = {}
+
+
+def limiter(**settings: Any) -> tuple[Admission, FakeClock, FakeMedia]:
+    clock, media = FakeClock(), FakeMedia()
+    config = Config(stream_keys={"live": "k"}, **settings)
+    return Admission(config, media, clock), clock, media  # type: ignore[arg-type]
+
+
+def request_from(peer: str, forwarded: str | None = None) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 40000) if name == "peername" else default
+    )
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return make_mocked_request("POST", "/whep/live", headers=headers, transport=transport)
+
+
+def test_address_groups() -> None:
+    assert address_group("192.0.2.7") == "192.0.2.7"
+    assert address_group("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert address_group("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"  # same subscriber
+    assert address_group("2001:db8:1:3::1") != address_group("2001:db8:1:2::1")
+    assert address_group("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_group("fe80::1%eth0") == "fe80::/64"
+    assert address_group("unknown") == "unknown"
+
+
+def test_client_address_trusts_x_forwarded_for_only_when_told() -> None:
+    spoofed = request_from("10.0.0.1", "203.0.113.9, 198.51.100.4")
+    plain, _, _ = limiter()
+    assert plain.client(spoofed) == "10.0.0.1"
+    proxied, _, _ = limiter(trust_proxy=True)
+    assert proxied.client(spoofed) == "198.51.100.4"  # the entry the proxy added
+    assert proxied.client(request_from("10.0.0.1")) == "10.0.0.1"
+
+
+def test_token_bucket_refills_at_the_rate() -> None:
+    admission, clock, _ = limiter(whep_rate=4.0, whep_burst=2)
+    admission.take_token("a")
+    admission.take_token("a")
+    with pytest.raises(ProblemError) as info:
+        admission.take_token("a")
+    assert info.value.status == 429 and info.value.headers["Retry-After"] == "1"
+    clock.now += 0.25  # one token at 4/s
+    admission.take_token("a")
+    with pytest.raises(ProblemError):
+        admission.take_token("a")
+    admission.take_token("b")  # another address: its own bucket
+    assert admission.refused["rate"] == 2
+
+
+def test_retry_after_rounds_up_slow_rates() -> None:
+    admission, _, _ = limiter(whep_rate=0.1, whep_burst=1)
+    admission.take_token("a")
+    with pytest.raises(ProblemError) as info:
+        admission.take_token("a")
+    assert info.value.headers["Retry-After"] == "10"
+
+
+def test_memory_is_bounded_for_many_addresses() -> None:
+    admission, clock, media = limiter(whep_rate=10.0, whep_burst=20)
+    for n in range(MAX_TRACKED + 500):
+        admission.take_token(f"a{n}")
+    assert len(admission._buckets) == MAX_TRACKED  # the oldest were dropped
+    clock.now += 2.0 + SWEEP_INTERVAL  # every bucket is full again: nothing to remember
+    admission.take_token("late")
+    assert len(admission._buckets) == 1
+    # sessions admitted and then ended are forgotten on the next sweep
+    for n in range(100):
+        media.sessions[f"s{n}"] = object()
+        admission.admitted(f"s{n}", f"c{n % 7}")
+    assert admission.viewers_from("c0") == 15
+    media.sessions.clear()
+    clock.now += SWEEP_INTERVAL
+    admission.take_token("late")
+    assert admission._owner == {} and admission._viewers == {}
+    for n in range(MAX_TRACKED + 10):
+        admission.key_failed(f"k{n}")
+    assert len(admission._failures) == MAX_TRACKED
+    clock.now += admission.config.bad_key_window + SWEEP_INTERVAL
+    admission.key_failed("late")
+    assert list(admission._failures) == ["late"]
+
+
+def test_wrong_keys_lock_out_for_the_rest_of_the_window() -> None:
+    admission, clock, _ = limiter(bad_key_limit=3, bad_key_window=60.0)
+    for _ in range(3):
+        admission.check_key_lockout("a")
+        admission.key_failed("a")
+        clock.now += 10
+    with pytest.raises(ProblemError) as info:
+        admission.check_key_lockout("a")
+    assert info.value.status == 429 and info.value.headers["Retry-After"] == "30"
+    admission.check_key_lockout("b")  # not another address
+    clock.now += 29.5
+    with pytest.raises(ProblemError) as info:
+        admission.check_key_lockout("a")
+    assert info.value.headers["Retry-After"] == "1"  # rounded up
+    clock.now += 0.5  # the window that began with the first wrong key is over
+    admission.check_key_lockout("a")
+    admission.key_failed("a")  # a new window with one failure
+    admission.check_key_lockout("a")
+    assert admission.refused["bad_key_rate"] == 2
+
+
+def test_viewer_checks_in_order_of_cost() -> None:
+    admission, _, media = limiter(max_sessions_per_ip=2, max_sessions=3, max_streams=1)
+    with pytest.raises(ProblemError) as info:
+        admission.check_viewer("nope", "a")
+    assert info.value.status == 404
+    admission.check_viewer("live", "a")  # creates 'live' below max_streams
+    media.sessions.update({"s1": object(), "s2": object()})
+    admission.admitted("s1", "a")
+    admission.admitted("s2", "a")
+    with pytest.raises(ProblemError) as info:
+        admission.check_viewer("live", "a")
+    assert (info.value.status, info.value.extra["reason"]) == (429, "per_ip")
+    media.sessions["s3"] = object()
+    with pytest.raises(ProblemError) as info:
+        admission.check_viewer("live", "b")
+    assert (info.value.status, info.value.extra["reason"]) == (503, "total")
+    assert admission.refused["unknown_stream"] == 1

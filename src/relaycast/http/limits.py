@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,8 +52,10 @@ REASONS = (
 #: Seconds a client refused for capacity is asked to wait (sessions end within the
 #: handshake or consent timeout, so capacity comes back in seconds, not minutes).
 CAPACITY_RETRY_AFTER = 5
-#: Addresses with a token bucket or failed keys remembered, at most (oldest dropped first).
-MAX_TRACKED = 65_536
+#: Addresses with a token bucket, and addresses with failed keys, remembered at most (least
+#: recently used dropped first).  A bucket is only kept until it would be full again (2 s with
+#: the defaults) and failures for one window, so this is many more than a busy server sees.
+MAX_TRACKED = 16_384
 #: Seconds between sweeps of what is remembered per address.
 SWEEP_INTERVAL = 1.0
 
@@ -74,10 +75,18 @@ def address_group(address: str) -> str:
     return str(ip)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     updated: float
+
+
+@dataclass(slots=True)
+class _Failures:
+    """Wrong keys from one address in the window that started at ``start``."""
+
+    start: float
+    count: int
 
 
 class Admission:
@@ -94,7 +103,7 @@ class Admission:
         self.clock = clock
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
         self._buckets: dict[str, _Bucket] = {}  # client -> WHEP token bucket (LRU order)
-        self._failures: dict[str, deque[float]] = {}  # client -> times of wrong keys (LRU)
+        self._failures: dict[str, _Failures] = {}  # client -> wrong keys this window (LRU)
         self._owner: dict[str, str] = {}  # admitted viewer session id -> client
         self._viewers: dict[str, set[str]] = {}  # client -> admitted viewer session ids
         self._swept = clock()
@@ -207,12 +216,12 @@ class Admission:
         self._check_total()
 
     def check_key_lockout(self, client: str) -> None:
-        """429 while *client* has had ``bad_key_limit`` wrong keys within ``bad_key_window``
-        seconds, until the oldest of them leaves the window."""
-        times = self._failures.get(client)
-        if times is None or len(times) < self.config.bad_key_limit:
+        """429 once *client* has sent ``bad_key_limit`` wrong keys in its current window of
+        ``bad_key_window`` seconds (which starts at its first wrong key), for the rest of it."""
+        failures = self._failures.get(client)
+        if failures is None or failures.count < self.config.bad_key_limit:
             return
-        wait = times[0] + self.config.bad_key_window - self.clock()
+        wait = failures.start + self.config.bad_key_window - self.clock()
         if wait <= 0:
             return
         seconds = max(1, math.ceil(wait))
@@ -229,11 +238,11 @@ class Admission:
         """Record one wrong publish key from *client*."""
         now = self.clock()
         self._sweep(now)
-        times = self._failures.pop(client, None)
-        if times is None:
-            times = deque(maxlen=self.config.bad_key_limit)
-        times.append(now)
-        self._failures[client] = times
+        failures = self._failures.pop(client, None)
+        if failures is None or now - failures.start >= self.config.bad_key_window:
+            failures = _Failures(now, 0)
+        failures.count += 1
+        self._failures[client] = failures  # most recently used last
         _trim(self._failures)
 
     # -- internals ----------------------------------------------------------------------
@@ -265,7 +274,7 @@ class Admission:
         for client in [c for c, b in self._buckets.items() if now - b.updated >= refill]:
             del self._buckets[client]  # it would be full again: same as no bucket
         window = self.config.bad_key_window
-        for client in [c for c, t in self._failures.items() if now - t[-1] >= window]:
+        for client in [c for c, f in self._failures.items() if now - f.start >= window]:
             del self._failures[client]
         for client in list(self._viewers):
             self.viewers_from(client)  # forgets the sessions that ended
