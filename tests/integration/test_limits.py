@@ -261,6 +261,25 @@ async def test_unknown_stream_with_configured_keys_404(
         assert await r.json() == []  # nothing was made
 
 
+async def test_forwarded_addresses_count_only_with_trust_proxy(
+    server_factory: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    """Behind a proxy every client has the proxy's address; ``--trust-proxy`` takes the last
+    X-Forwarded-For entry instead.  Without it the header changes nothing (no spoofing)."""
+    args = ("--whep-rate", "0.1", "--whep-burst", "1")
+
+    async def status(server: RelaycastServer, client: str) -> int:
+        headers = {"Content-Type": SDP, "X-Forwarded-For": f"203.0.113.50, {client}"}
+        async with http.post(f"{server.http}/whep/live", data=VIEW_OFFER, headers=headers) as r:
+            return r.status
+
+    proxied = server_factory.start("--trust-proxy", *args)
+    assert [await status(proxied, ip) for ip in ("198.51.100.1", "198.51.100.1")] == [201, 429]
+    assert await status(proxied, "198.51.100.2") == 201
+    direct = server_factory.start(*args, env={"RELAYCAST_TRUST_PROXY": "off"})
+    assert [await status(direct, ip) for ip in ("198.51.100.1", "198.51.100.2")] == [201, 429]
+
+
 # -- publish keys -------------------------------------------------------------------------------
 
 
