@@ -20,6 +20,7 @@ saved with a reproducer (``--crash-dir``) and fuzzing goes on (``--stop-on-crash
 first). Sessions that an input legitimately closed are rebuilt, and counted.
 
     python bench/fuzz_udp.py -runs=50000 [-seed=1] [--stats-json=out.json] [--crash-dir=DIR]
+    python bench/fuzz_udp.py --seconds=600            # a time budget, with the same summary
     python bench/fuzz_udp.py --replay=CRASH_FILE      # re-run one saved reproducer
 
 Other libFuzzer flags (-max_len, -max_total_time, corpus directories) pass through.
@@ -505,6 +506,7 @@ def main() -> int:
     stop_on_crash = "--stop-on-crash" in own
     replay = own.get("--replay")
     runs = int(own.get("-runs", "-1") or -1)
+    budget = float(own.get("--seconds", "0") or 0)  # our own time limit (stats are printed)
     argv = [sys.argv[0], *(a for a in sys.argv[1:] if not a.startswith("--"))]
     for flag, default in (("-max_len", "1500"), ("-len_control", "0")):
         if not any(a.startswith(flag + "=") for a in argv):
@@ -627,7 +629,7 @@ def main() -> int:
             state["crashes"] += 1
             state["unique"].setdefault(_crash_key(exc), {"first_input": state["inputs"]})
             print(f"fuzz_udp: CRASH while streaming after input {state['inputs']}: {exc}")
-        if state["inputs"] == runs:
+        if state["inputs"] == runs or (budget and time.monotonic() - state["started"] > budget):
             finish()
 
     if replay:

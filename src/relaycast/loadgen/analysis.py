@@ -128,6 +128,7 @@ def step_metrics(
     out["delivered_ratio_min"] = float(ratios.min()) if len(ratios) else None
     out["delivered_ratio_mean"] = float(ratios.mean()) if len(ratios) else None
     out["viewers_below_999"] = int((ratios < 0.999).sum()) if len(ratios) else 0
+    out["delivered_ratios"] = [round(float(r), 5) for r in ratios]  # one per measured viewer
     out["delay_ms_p50"] = _pct(delays, 50)
     out["delay_ms_p99"] = _pct(delays, 99)
     out["delay_ms_max"] = float(delays.max()) if len(delays) else None
