@@ -134,7 +134,10 @@ async def video_stats(page: Page, kind: str) -> dict[str, Any]:
 
 
 def get_json(url: str, data: bytes | None = None) -> Any:
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    headers = {"Content-Type": "application/octet-stream"} if data else {}
+    request = urllib.request.Request(
+        url, data=data, method="POST" if data else "GET", headers=headers
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
