@@ -541,6 +541,7 @@ def test_wrong_keys_lock_out_for_the_rest_of_the_window() -> None:
     admission.key_failed("a")  # a new window with one failure
     admission.check_key_lockout("a")
     assert admission.refused["bad_key_rate"] == 2
+    assert admission.refused["bad_key"] == 4  # every wrong key
 
 
 def test_viewer_checks_in_order_of_cost() -> None:

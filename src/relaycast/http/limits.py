@@ -47,6 +47,7 @@ REASONS = (
     "per_stream",
     "streams",
     "unknown_stream",
+    "bad_key",
     "bad_key_rate",
 )
 #: Seconds a client refused for capacity is asked to wait (sessions end within the
@@ -235,7 +236,8 @@ class Admission:
         )
 
     def key_failed(self, client: str) -> None:
-        """Record one wrong publish key from *client*."""
+        """Record one wrong publish key from *client* (counted as ``refused["bad_key"]``)."""
+        self.refused["bad_key"] += 1
         now = self.clock()
         self._sweep(now)
         failures = self._failures.pop(client, None)
