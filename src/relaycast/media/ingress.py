@@ -104,8 +104,10 @@ class IngressLeg:
         cname: str,
         max_bitrate: int,
         keyframe_interval: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.forwarders = forwarders
+        self._clock = clock
         self.counters = counters
         self.sender_ssrc = sender_ssrc
         self.cname = cname
@@ -146,7 +148,7 @@ class IngressLeg:
         except ValueError:
             counters.bad_packets += 1
             return
-        now = time.monotonic()
+        now = self._clock()
         self.last_media = now
         counters.ingress_packets += 1
         counters.ingress_bytes += len(data)
@@ -226,7 +228,7 @@ class IngressLeg:
             if isinstance(packet, RtcpSenderReport):
                 track = self.tracks.get(packet.ssrc)
                 if track is not None:
-                    track.stats.on_sender_report(packet, now)
+                    track.on_rtcp(packet, now)
 
     # -- feedback out ---------------------------------------------------------------------------
 
@@ -270,6 +272,8 @@ class IngressLeg:
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"tracks": len(self.tracks), "rtt": self.rtt}
+        for track in self.tracks.values():
+            out.update({f"{track.kind}_{k}": v for k, v in track.stats_dict().items()})
         if self.twcc is not None:
             out.update({f"twcc_{k}": v for k, v in self.twcc.stats().items()})
         if self.remb is not None:

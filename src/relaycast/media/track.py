@@ -12,7 +12,7 @@ from relaycast.media.forwarder import Forwarder
 from relaycast.media.stats import StreamCounters
 from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket
-from relaycast.rtp.rtcp import RtcpFir, RtcpNack, RtcpPli
+from relaycast.rtp.rtcp import RtcpFir, RtcpNack, RtcpPacket, RtcpPli, RtcpSenderReport
 from relaycast.sdp import Codec, codec_key
 
 
@@ -81,6 +81,28 @@ class Track:
         self.last_timestamp = packet.timestamp
         self.last_arrival = now
         self.forwarder.forward(packet, keyframe, now)
+
+    # -- the feedback protocol (media/feedback/__init__.py) ------------------------------------
+
+    def on_rtp(self, packet: RtpPacket, arrival_us: int, now: float) -> None:
+        self.on_packet(packet, now, len(packet.payload) + 12)
+
+    def on_rtcp(self, packet: RtcpPacket, now: float) -> None:
+        """The publisher's sender report maps its RTP clock to NTP (RFC 3550 §6.4.1)."""
+        if isinstance(packet, RtcpSenderReport) and packet.ssrc == self.ssrc:
+            self.stats.on_sender_report(packet, now)
+
+    def stats_dict(self) -> dict[str, float]:
+        nack = self.nack
+        return {
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "bitrate": self.bitrate,
+            "keyframes": self.keyframes_seen,
+            "retransmissions": self.retransmissions,
+            "lost": self.stats.lost,
+            "nack_rtt": -1.0 if nack is None or nack.rtt is None else nack.rtt,
+        }
 
     def update_bitrate(self, now: float) -> None:
         """Called once a second: the receive rate since the last call."""

@@ -158,7 +158,8 @@ async def open_udp_mux(
     and the fan-out calls ``sock.sendto`` directly, skipping asyncio's per-call bookkeeping.
     """
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
     for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):  # capped by the kernel, not fatal
