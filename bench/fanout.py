@@ -193,7 +193,8 @@ class Rig:
 
     def set_mode(self, mode: str) -> None:
         for viewer in self.viewers:
-            viewer.downtrack.sink = _sink(viewer.srtp, viewer.addr, self.mux, mode)
+            sink = _sink(viewer.srtp, viewer.addr, self.mux, mode)
+            viewer.downtrack.sink, viewer.downtrack._send_rtp = sink, sink.send_rtp
         self.mode = mode
 
     def packets(self, count: int) -> list[RtpPacket]:

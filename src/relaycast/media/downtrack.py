@@ -117,6 +117,7 @@ class DownTrack:
         self.cname = cname
         self.counters = counters if counters is not None else StreamCounters()
         self.sink: PacketSink = NULL_SINK
+        self._send_rtp = NULL_SINK.send_rtp  # the sink's, bound once
         self.state = IDLE
         self._compatible = False  # whether the current source's codec was negotiated
         self.payload_type = 0
@@ -130,7 +131,6 @@ class DownTrack:
         self.stats = SenderStats(ssrc, clock_rate)
         self.budget = RetransmitBudget()
         self.packets_sent = 0
-        self.bytes_sent = 0
         self.payload_bytes = 0
         self.send_errors = 0
         self.retransmitted = 0
@@ -155,6 +155,7 @@ class DownTrack:
         if self.state is not IDLE:
             return
         self.sink = sink
+        self._send_rtp = sink.send_rtp
         source = self.forwarder.source  # it may have changed while we were not in the fan-out
         if source is not None:
             self._adopt(source)
@@ -212,6 +213,7 @@ class DownTrack:
         joined = self.state is not IDLE
         self.state = CLOSED
         self.sink = NULL_SINK
+        self._send_rtp = NULL_SINK.send_rtp
         if joined:
             self.forwarder.remove(self)
 
@@ -246,7 +248,7 @@ class DownTrack:
             source = self.forwarder.source
             b0, ext = layout.build(packet, source.ext_ids if source is not None else {})
             tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
-        size = self.sink.send_rtp(
+        if not self._send_rtp(
             _HEADER.pack(
                 tail[0],
                 (0x80 if packet.marker else 0) | self.payload_type,
@@ -255,12 +257,10 @@ class DownTrack:
                 self.ssrc,
             )
             + tail[2]
-        )
-        if not size:
+        ):
             self.send_errors += 1
             return
         self.packets_sent += 1
-        self.bytes_sent += size
         self.payload_bytes += len(packet.payload)
         if keyframe:
             self.keyframes_sent += 1
@@ -315,10 +315,7 @@ class DownTrack:
             else:
                 header = _HEADER.pack(b0, marker | self.payload_type, out_seq, ts, self.ssrc)
                 data = header + ext + packet.payload
-            try:
-                size = self.sink.send_rtp(data)
-            except ValueError:  # too long to protect
-                size = 0
+            size = self.sink.send_rtp(data)
             if not size:
                 self.send_errors += 1
                 continue

@@ -148,7 +148,7 @@ class EgressLeg:
         rtts = [d.stats.rtt for d in self.downtracks if d.stats.rtt is not None]
         return {
             "packets_sent": sum(d.packets_sent for d in self.downtracks),
-            "bytes_sent": sum(d.bytes_sent for d in self.downtracks),
+            "payload_bytes": sum(d.payload_bytes for d in self.downtracks),
             "retransmitted": sum(d.retransmitted for d in self.downtracks),
             "rtcp_dropped": self.rtcp_dropped,
             "rtt": max(rtts) if rtts else -1.0,

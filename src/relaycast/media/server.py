@@ -173,7 +173,12 @@ class MediaServer:
 
     def egress_bytes(self) -> int:
         """UDP bytes sent: media, retransmissions, RTCP, STUN and DTLS."""
-        return self.counters.udp_bytes_out
+        live = 0
+        for session in self.sessions.values():
+            sink = session.transport.sink
+            if sink is not None:
+                live += sink.bytes
+        return self.counters.udp_bytes_out + live
 
     def snapshot(self) -> ServerSnapshot:
         """Everything the HTTP layer shows, copied out of the media plane (design.md)."""
@@ -185,6 +190,12 @@ class MediaServer:
             if publisher is not None and publisher.connected_at is not None:
                 live_for = time.monotonic() - publisher.connected_at
             connected = sum(1 for s in stream.subscribers if s.connected_at is not None)
+            counters = stream.counters.as_dict()
+            for subscriber in stream.subscribers:  # media the live sinks sent (MediaSink.fold)
+                sink = subscriber.transport.sink
+                if sink is not None:
+                    counters["egress_packets"] += sink.packets
+                    counters["egress_bytes"] += sink.bytes
             streams.append(
                 StreamSnapshot(
                     name=stream.name,
@@ -194,7 +205,7 @@ class MediaServer:
                     video_codec=codecs["video"].name if "video" in codecs else None,
                     audio_codec=codecs["audio"].name if "audio" in codecs else None,
                     live_for=live_for,
-                    counters=stream.counters.as_dict(),
+                    counters=counters,
                 )
             )
         publishers = sum(1 for s in self.sessions.values() if s.role == "publisher")
@@ -202,7 +213,7 @@ class MediaServer:
             sessions=len(self.sessions),
             publishers=publishers,
             subscribers=len(self.sessions) - publishers,
-            counters=self.counters.as_dict(),
+            counters={**self.counters.as_dict(), "udp_bytes_out": self.egress_bytes()},
             streams=streams,
             histograms={
                 "time_to_first_keyframe": self.first_keyframe.snapshot(),

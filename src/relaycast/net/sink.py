@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relaycast.media.stats import ServerCounters, StreamCounters
+from relaycast.net.srtp import SrtpError
 
 log = logging.getLogger(__name__)
 
@@ -61,32 +62,40 @@ class MediaSink:
         self.addr = addr
         self.stream = stream
         self.server = server
+        #: RTP sent through this sink and not yet folded into the stream's counters
         self.packets = 0
         self.bytes = 0
         self.errors = 0
 
     def send_rtp(self, packet: bytes) -> int:
-        """The hot path: one protect, one ``sendto``, four additions."""
-        data = self._protect(packet)
+        """The hot path: one protect, one ``sendto``, two additions. A packet libsrtp refuses
+        (too long, or an index outside its window after a wild sequence jump) or the socket
+        refuses (full buffer) is counted and dropped: the viewer NACKs or waits for a keyframe."""
         try:
+            data = self._protect(packet)
             self._sendto(data, self.addr)
-        except OSError:  # a full socket buffer or a vanished route: the viewer NACKs
+        except (OSError, SrtpError, ValueError):
             self.errors += 1
             self.server.send_errors += 1
             return 0
         size = len(data)
         self.packets += 1
         self.bytes += size
-        self.stream.egress_packets += 1
-        self.stream.egress_bytes += size
-        self.server.udp_bytes_out += size
         return size
+
+    def fold(self) -> None:
+        """Move this sink's totals into the stream's and server's counters (at close; a
+        snapshot adds the live sinks' own totals, so the hot path touches only ``self``)."""
+        self.stream.egress_packets += self.packets
+        self.stream.egress_bytes += self.bytes
+        self.server.udp_bytes_out += self.bytes
+        self.packets = self.bytes = 0
 
     def send_rtcp(self, packet: bytes) -> int:
         try:
             data = self._protect_rtcp(packet)
             self._sendto(data, self.addr)
-        except (OSError, ValueError) as exc:
+        except (OSError, SrtpError, ValueError) as exc:
             self.errors += 1
             self.server.send_errors += 1
             log.debug("rtcp to %s failed: %s", self.addr, exc)

@@ -293,5 +293,6 @@ class PeerTransport:
         self._validated.clear()
         self._transactions.clear()
         self.srtp = None
-        self.sink = None
+        if self.sink is not None:
+            self.sink.fold()
         self._on_closed(reason)
