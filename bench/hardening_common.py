@@ -24,6 +24,7 @@ if str(SRC) not in sys.path:
 
 from relaycast.loadgen.media_clip import load_clip  # noqa: E402
 from relaycast.loadgen.publisher import PublisherConfig, publisher_process  # noqa: E402
+from relaycast.loadgen.runner import LOAD_TEST_LIMITS  # noqa: E402
 
 
 def _free_port(kind: int) -> int:
@@ -44,7 +45,7 @@ class Server:
             sys.executable, "-m", "relaycast", "serve", "--host", "127.0.0.1",
             "--port", str(self.port), "--udp-port", str(self.udp_port),
             "--public-ip", "127.0.0.1", "--no-host-candidates",
-            "--stream-key", f"live={self.key}", *(extra or []),
+            "--stream-key", f"live={self.key}", *LOAD_TEST_LIMITS, *(extra or []),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYCAST_")}
         env["PYTHONPATH"] = str(SRC)

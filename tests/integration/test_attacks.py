@@ -42,6 +42,8 @@ from tests.integration.attack_peers import (
     wait_for,
 )
 
+from relaycast.loadgen.runner import LOAD_TEST_LIMITS
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVER = "127.0.0.1"
@@ -387,7 +389,7 @@ def test_soak_join_leave_cycles(server_factory: ServerFactory) -> None:
     time, with a live publisher: nothing is left behind and memory settles (generous: 12 MiB
     over the level after 100 warm-up cycles; the benchmark holds 10,000 cycles to 5 MB)."""
     soak, hc = _bench("soak"), _bench("hardening_common")
-    srv = server_factory.start()
+    srv = server_factory.start(*LOAD_TEST_LIMITS)  # every cycle comes from 127.0.0.1
     server = hc.Server.running(srv.http, srv.udp_port, srv.proc.pid, srv.keys["live"])
     result = soak.run_soak(
         server, cycles=300, concurrency=6, warmup=100, rss_slack=12 * 2**20, quiet=True
@@ -403,7 +405,7 @@ def test_garbage_flood_does_not_hurt_viewers(server_factory: ServerFactory) -> N
     addresses: every viewer gets >= 99.9 % of the packets, and the server counts what it threw
     away."""
     flood, hc = _bench("garbage_flood"), _bench("hardening_common")
-    srv = server_factory.start()
+    srv = server_factory.start(*LOAD_TEST_LIMITS)
     server = hc.Server.running(srv.http, srv.udp_port, srv.proc.pid, srv.keys["live"])
     result = flood.run_flood(server, viewers=10, duration=5.0, quiet=True)
     print(result)

@@ -287,7 +287,8 @@ class SyntheticPublisher:
     async def close(self, http: aiohttp.ClientSession | None) -> None:
         if http is not None and self.location:
             try:
-                async with http.delete(self._url(self.location)):
+                headers = {"Authorization": f"Bearer {self.key}"}  # WHIP DELETE needs the key
+                async with http.delete(self._url(self.location), headers=headers):
                     pass
             except aiohttp.ClientError:
                 pass

@@ -97,6 +97,17 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+#: A load test's viewers all come from one loopback address, faster than any real audience:
+#: lift the per-address admission limits (docs/security.md) for the server under test.
+LOAD_TEST_LIMITS = (
+    "--max-sessions", "100000",
+    "--max-sessions-per-ip", "100000",
+    "--max-viewers-per-stream", "100000",
+    "--whep-rate", "100000",
+    "--whep-burst", "100000",
+)  # fmt: skip
+
+
 class ServerUnderTest:
     """A server subprocess pinned to ``cpus``; ``base_url`` and ``pid`` for the runner."""
 
@@ -112,6 +123,7 @@ class ServerUnderTest:
                 "--public-ip", "127.0.0.1", "--no-host-candidates",
                 "--stream-key", f"{opts.stream}={opts.key}",
                 "--log-level", "warning",
+                *LOAD_TEST_LIMITS,
                 *opts.server_args,
             ]  # fmt: skip
         else:

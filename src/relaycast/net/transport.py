@@ -6,8 +6,8 @@ mux (STUN, DTLS) or through the :class:`MediaSink` it binds once DTLS is up (SRT
 **Where media goes** (the send address) moves only on fresh authenticated traffic from an
 address this session validated with STUN (RFC 8445 §7.3.1.5, RFC 7675 §5.1, RFC 3711 §3.3.2):
 
-* a Binding request whose MESSAGE-INTEGRITY covers USE-CANDIDATE, in a transaction not seen
-  before (a replayed request is answered at most, never acted on);
+* while connecting, a Binding request whose MESSAGE-INTEGRITY covers USE-CANDIDATE, in a
+  transaction not seen before (a replayed request is answered at most, never acted on);
 * the DTLS flight that completes the handshake (it proves the fingerprint's key);
 * SRTP/SRTCP that authenticates and passes libsrtp's replay protection.
 
@@ -153,7 +153,10 @@ class PeerTransport:
             # the peer moved to the restarted credentials: forget the old ones
             self._ice.unregister(self._old_credentials[0], self)
             self._old_credentials = None
-        if self.addr is None or (use_candidate and addr != self.addr):
+        # A nomination picks the pair while connecting. Once DTLS is up, only SRTP/SRTCP moves
+        # the media (libsrtp's replay window is exact; a transaction-id memory is not: a
+        # capture older than SEEN_TRANSACTIONS checks could otherwise be replayed from anywhere).
+        if self.addr is None or (use_candidate and addr != self.addr and not self.dtls.connected):
             self._move(addr)
         if addr == self.addr:
             self.last_heard_us = time.time_ns() // 1000
