@@ -21,8 +21,7 @@ from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import SERVER_KEY, media_server
 from relaycast.media.server import MediaServer
 from relaycast.media.stats import ServerSnapshot, StreamSnapshot
-from relaycast.media.stream import Stream
-from relaycast.rtp.resolution import FrameSize, frame_size
+from relaycast.rtp.resolution import FrameSize
 
 HISTORY_SECONDS = 300  # per-stream samples kept for the dashboard charts (one a second)
 SPEEDTEST_MAX_BYTES = 8 * 1024 * 1024  # the page sends at most 8 MiB
@@ -48,8 +47,8 @@ class Sample:
 
 class StreamStats:
     """Bitrates measured over the media server's 1 s tick (counter bytes between two
-    snapshots), the last minutes of them per stream, the video size read from cached key
-    frames, and server totals (UDP ingress/egress, CPU and memory of this process)."""
+    snapshots), the last minutes of them per stream, the video size the snapshots read from
+    cached key frames, and server totals (UDP ingress/egress, CPU and memory of this process)."""
 
     def __init__(self, server: MediaServer) -> None:
         self.server = server
@@ -64,19 +63,6 @@ class StreamStats:
         self.latest: ServerSnapshot = server.snapshot()  # as of the last tick
         self.totals: dict[str, Any] = self._totals(self.latest, 0, 0)
         server.on_tick.append(self.tick)
-
-    def _read_resolution(self, stream: Stream) -> None:
-        """The size announced by the cached key frame (fast-start GOP), if it says one.
-        (Still reads the Forwarder's GOP cache directly: no snapshot carries it yet.)"""
-        forwarder = stream.forwarders.get("video")
-        if forwarder is None or forwarder.source is None or not forwarder.gop:
-            return
-        codec = forwarder.source.codec_name
-        for packet in forwarder.gop[:4]:  # SPS / key frame header sit in the first packets
-            size = frame_size(codec, packet.payload)
-            if size is not None:
-                self.resolution[stream.name] = size
-                return
 
     def _totals(self, snap: ServerSnapshot, ingress_bps: int, egress_bps: int) -> dict[str, Any]:
         memory = self._process.memory_info().rss
@@ -115,10 +101,9 @@ class StreamStats:
             rates = self.bitrate.get(name, (0, 0))
             history = self.history.setdefault(name, deque(maxlen=HISTORY_SECONDS))
             history.append(Sample(wall, rates[0], rates[1], info.viewers))
-            stream = self.server.streams.get(name)
-            if info.live and stream is not None:
-                self._read_resolution(stream)
-            else:
+            if info.frame_size is not None:
+                self.resolution[name] = info.frame_size
+            elif not info.live:
                 self.resolution.pop(name, None)
         self._last = current
         self.bitrate = {k: v for k, v in self.bitrate.items() if k in current}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from relaycast.media.downtrack import CATCHING_UP, ExtLayout
 from relaycast.rtp.packet import RtpPacket
+from relaycast.rtp.resolution import FrameSize, frame_size
 
 if TYPE_CHECKING:
     from relaycast.media.downtrack import DownTrack
@@ -168,6 +169,17 @@ class Forwarder:
         if pending and not self._replay_scheduled:
             self._replay_scheduled = True
             asyncio.get_running_loop().call_soon(self._replay)
+
+    def frame_size(self) -> FrameSize | None:
+        """The size the cached keyframe announces (its first packets carry SPS / frame header)."""
+        source = self.source
+        if source is None or not self.gop:
+            return None
+        for packet in self.gop[:4]:
+            size = frame_size(source.codec_name, packet.payload)
+            if size is not None:
+                return size
+        return None
 
     def lookup(self, seq: int) -> RtpPacket | None:
         """The cached source packet with this sequence number, if still held."""

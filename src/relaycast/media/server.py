@@ -206,6 +206,7 @@ class MediaServer:
                     audio_codec=codecs["audio"].name if "audio" in codecs else None,
                     live_for=live_for,
                     counters=counters,
+                    frame_size=stream.forwarders["video"].frame_size() if stream.live else None,
                 )
             )
         publishers = sum(1 for s in self.sessions.values() if s.role == "publisher")

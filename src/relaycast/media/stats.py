@@ -13,6 +13,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field, fields
 
+from relaycast.rtp.resolution import FrameSize
+
 __all__ = [
     "DurationHistogram",
     "HistogramSnapshot",
@@ -142,6 +144,8 @@ class StreamSnapshot:
     audio_codec: str | None
     live_for: float | None  # seconds since the publisher connected
     counters: dict[str, int]
+    #: the picture size the cached keyframe announces (SPS, VP8/VP9/AV1 headers), if any
+    frame_size: FrameSize | None = None
 
 
 @dataclass(frozen=True)
