@@ -221,17 +221,23 @@ async def test_per_stream_limit_from_env_503(
 async def test_total_limit_503_for_viewers_and_publishers(
     server_factory: ServerFactory, http: aiohttp.ClientSession, other: aiohttp.ClientSession
 ) -> None:
-    server = server_factory.start("--max-sessions", "3")
+    server = server_factory.start("--max-sessions", "4")  # one of them kept for publishers
     for client in (http, other, http):
         response, text = await view(client, server)
         assert response.status == 201, text
     response, text = await view(other, server, "other")
     refusal(response, text, 503, "total")
-    offer = await make_offer(send=True)
+    # anonymous viewers cannot take the publishers' share: a streamer still gets in
     async with http.post(
         f"{server.http}/whip/live",
-        data=offer,
+        data=await make_offer(send=True),
         headers={"Content-Type": SDP, "Authorization": "Bearer test-key"},
+    ) as response:
+        assert response.status == 201, await response.text()
+    async with http.post(
+        f"{server.http}/whip/other",
+        data=await make_offer(send=True),
+        headers={"Content-Type": SDP, "Authorization": "Bearer other-key"},
     ) as response:
         refusal(response, await response.text(), 503, "total")
 

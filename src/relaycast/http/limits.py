@@ -63,6 +63,12 @@ SWEEP_INTERVAL = 1.0
 _T = TypeVar("_T")
 
 
+def publisher_reserve(max_sessions: int) -> int:
+    """Sessions kept for publishers (key holders): anonymous viewers from many addresses can
+    fill the server only up to ``max_sessions`` minus this (5 %, at least 1 when possible)."""
+    return min(max(1, max_sessions // 20), max_sessions - 1)
+
+
 def address_group(address: str) -> str:
     """The unit limits count by: an IPv4 address, or the /64 of an IPv6 address."""
     try:
@@ -170,7 +176,7 @@ class Admission:
                 "most allowed; close one (DELETE its session URL) or wait for it to end",
                 CAPACITY_RETRY_AFTER,
             )
-        self._check_total()
+        self._check_total(publisher_reserve(config.max_sessions))
         live = server.streams.get(stream)
         if live is None:
             if len(server.streams) >= config.max_streams:
@@ -249,8 +255,8 @@ class Admission:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _check_total(self) -> None:
-        if len(self.server.sessions) >= self.config.max_sessions:
+    def _check_total(self, reserve: int = 0) -> None:
+        if len(self.server.sessions) >= self.config.max_sessions - reserve:
             self._refuse(
                 "total",
                 503,
