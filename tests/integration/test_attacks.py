@@ -43,6 +43,8 @@ from tests.integration.attack_peers import (
 )
 
 from relaycast.loadgen.runner import LOAD_TEST_LIMITS
+from relaycast.net import stun
+from relaycast.rtp.rtcp import RtcpReceiverReport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -240,6 +242,72 @@ async def test_dtls_looking_datagram_does_not_redirect(
     finally:
         attacker.close()
         await viewer.close(http)
+
+
+async def test_own_srtcp_from_a_forged_address_does_not_redirect(
+    live: Live, http: aiohttp.ClientSession
+) -> None:
+    """(e) A viewer holds its own SRTP keys, so it can send SRTCP that authenticates from any
+    source address it can forge (here a socket at 127.0.0.2 that never answers STUN stands in
+    for a victim). Media moves only to an address that answers the server's own Binding
+    request with the viewer's ice-pwd (RFC 7675 return routability); a real move does."""
+    viewer = await watching(http, live)
+    victim = Listener()
+    mover = Listener()
+    srtp = viewer.transport.srtp
+    assert srtp is not None
+    report = bytes(RtcpReceiverReport(ssrc=viewer.ssrc, reports=[]))
+    try:
+        # the address passes a fresh check signed with the viewer's own credentials
+        victim.sendto(binding_request(*credentials(viewer), use_candidate=True), live.media)
+        await asyncio.sleep(0.2)
+        victim.drain()
+        victim.stun = 0
+        t = now_ns()
+        for _ in range(5):
+            victim.sendto(srtp.protect_rtcp(report), live.media)
+            await asyncio.sleep(0.1)
+        await assert_not_redirected(viewer, victim, t, "the viewer's own SRTCP from elsewhere")
+        assert victim.stun >= 1, "the server did not probe the new address"
+
+        # the same, from an address that answers the probe as the viewer's agent would
+        mover.sendto(binding_request(*credentials(viewer), use_candidate=False), live.media)
+        await asyncio.sleep(0.2)
+        mover.drain()
+        mover.media = 0
+        pwd = viewer.transport.local_pwd.encode()
+        answered = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and mover.media < 20:
+            mover.sendto(srtp.protect_rtcp(report), live.media)
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                answered += answer_probes(mover, pwd)
+            mover.drain()
+        assert answered >= 1, "no probe reached the answering address"
+        assert mover.media >= 20, f"media did not follow a verified move ({mover.media})"
+    finally:
+        victim.close()
+        mover.close()
+        await viewer.close(http)
+
+
+def answer_probes(listener: Listener, pwd: bytes) -> int:
+    """Answer the server's Binding requests waiting on ``listener`` (signed with ``pwd``)."""
+    answered = 0
+    while True:
+        try:
+            data, addr = listener.sock.recvfrom(4096)
+        except (BlockingIOError, InterruptedError):
+            return answered
+        if not data or data[0] >= 4:
+            if 127 < (data[0] if data else 0) < 192:
+                listener.media += 1
+            continue
+        message = stun.StunMessage.parse(data)
+        if message.msg_class == stun.REQUEST and stun.check_integrity(data, pwd):
+            listener.sendto(stun.binding_success(message, listener.address, pwd), addr)
+            answered += 1
 
 
 async def nack_answered(viewer: Watcher, back: int) -> int:

@@ -55,7 +55,12 @@ class Session:
             on_rtcp=self.on_rtcp,
             on_connected=self._connected,
             on_closed=self._transport_closed,
+            remote_credentials=self._remote_credentials,
         )
+
+    def _remote_credentials(self) -> tuple[str, str]:
+        """The peer's current ICE ufrag and pwd (an ICE restart replaces them)."""
+        return self.negotiated.remote_ufrag, self.negotiated.remote_pwd
 
     @staticmethod
     def _new_etag() -> str:

@@ -1,11 +1,13 @@
-"""ICE-lite (RFC 8445 §2.5, §7.3): answer Binding requests, never send checks.
+"""ICE-lite (RFC 8445 §2.5, §7.3): answer Binding requests; send none but consent probes.
 
 A Binding request's USERNAME is ``<our ufrag>:<their ufrag>``; our ufrag names the session.
 Requests must carry a valid MESSAGE-INTEGRITY keyed with our ice-pwd and, when present, a valid
 FINGERPRINT; anything else is dropped without an answer (no reflection for unauthenticated
 senders). A validated source address is then bound to the session in the UDP mux. The time of
 the last valid request is the session's consent (RFC 7675): the server closes sessions whose
-consent is older than 30 s.
+consent is older than 30 s. The only requests we send are probes of a connected session's new
+media address (return routability, RFC 7675 §5.1, see ``net/transport.py``); their success
+responses come back here and are matched by transaction id.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class IceLite:
 
     def __init__(self, counters: ServerCounters | None = None) -> None:
         self.by_ufrag: dict[str, PeerTransport] = {}
+        #: our own Binding requests awaiting an answer (return routability), by transaction
+        self.probes: dict[bytes, PeerTransport] = {}
         self.mux: UdpMux | None = None
         self.counters = counters if counters is not None else ServerCounters()
 
@@ -56,6 +60,12 @@ class IceLite:
         if self.by_ufrag.get(ufrag) is peer:
             del self.by_ufrag[ufrag]
 
+    def expect_probe(self, transaction: bytes, peer: PeerTransport) -> None:
+        self.probes[transaction] = peer
+
+    def forget_probe(self, transaction: bytes) -> None:
+        self.probes.pop(transaction, None)
+
     def on_stun(self, data: bytes, addr: Address) -> None:
         counters = self.counters
         try:
@@ -63,8 +73,15 @@ class IceLite:
         except ValueError:
             counters.stun_rejected += 1
             return
-        if message.method != stun.BINDING or message.msg_class != stun.REQUEST:
-            return  # responses and indications (keepalives) need no answer from a lite agent
+        if message.method != stun.BINDING:
+            return
+        if message.msg_class == stun.SUCCESS:  # the answer to one of our probes?
+            prober = self.probes.get(message.transaction_id)
+            if prober is not None:
+                prober.on_probe_response(data, addr, message.transaction_id)
+            return
+        if message.msg_class != stun.REQUEST:
+            return  # indications (keepalives) and error responses need nothing from us
         username = message.username
         if not username or ":" not in username:
             counters.stun_rejected += 1

@@ -9,7 +9,10 @@ address this session validated with STUN (RFC 8445 §7.3.1.5, RFC 7675 §5.1, RF
 * while connecting, a Binding request whose MESSAGE-INTEGRITY covers USE-CANDIDATE, in a
   transaction not seen before (a replayed request is answered at most, never acted on);
 * the DTLS flight that completes the handshake (it proves the fingerprint's key);
-* SRTP/SRTCP that authenticates and passes libsrtp's replay protection.
+* once connected, SRTP/SRTCP that authenticates and passes libsrtp's replay protection, from
+  an address that then answers a Binding request of ours (RFC 7675 §5.1: consent is the
+  peer's answer at that address). The peer holds its own SRTP keys, so without that check it
+  could forge its source address and aim its own media at a third party.
 
 Unauthenticated bytes never move it: a DTLS record only decides where DTLS replies go. An
 address another live session owns is never taken over (:meth:`UdpMux.bind`), and a session
@@ -20,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from relaycast.media.stats import StreamCounters
+from relaycast.net import stun
 from relaycast.net.dtls import DtlsCertificate, DtlsEndpoint, SrtpKeys, valid_dtls_records
 from relaycast.net.ice_lite import BindingVerdict, IceLite, random_ice_string
 from relaycast.net.sink import MediaSink
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_ADDRESSES = 8  # candidate pairs one session may validate (a browser uses 1-4)
 ADDRESS_HOLD_US = 2_000_000  # a session holds its media address while heard from this recently
+PROBE_INTERVAL = 1.0  # seconds between our Binding requests to one candidate media address
 SEEN_TRANSACTIONS = 64  # Binding transaction ids remembered to tell replays from new checks
 
 
@@ -59,8 +66,12 @@ class PeerTransport:
         on_rtcp: Callable[[bytes], None],
         on_connected: Callable[[MediaSink], None],
         on_closed: Callable[[str], None],
+        remote_credentials: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
         self.mux = mux
+        #: the peer's ICE ufrag and pwd (they change with an ICE restart)
+        self._remote_credentials = remote_credentials
+        self._probe: tuple[bytes, Address, float] | None = None  # (transaction, where, when)
         self._ice = ice
         self.counters = counters
         self._on_rtp = on_rtp
@@ -259,9 +270,10 @@ class PeerTransport:
         except SrtpError:  # authentication or replay check failed (RFC 3711 §3.3)
             self.counters.srtp_auth_failures += 1
             return
-        if addr != self.addr:  # authenticated, fresh media from another validated pair
-            self._move(addr)
-        self.last_heard_us = arrival_us
+        if addr == self.addr:
+            self.last_heard_us = arrival_us
+        else:  # authenticated, fresh media from another validated pair: is the peer there?
+            self._probe_address(addr)
         if rtcp:
             self._on_rtcp(plain)
         else:
@@ -271,6 +283,53 @@ class PeerTransport:
     def send_rtcp(self, packet: bytes) -> None:
         if self.sink is not None:
             self.sink.send_rtcp(packet)
+
+    # -- return routability (RFC 7675 §5.1) -----------------------------------------------------
+
+    def _probe_address(self, addr: Address) -> None:
+        """Ask ``addr`` for a Binding response before media goes there (at most once a
+        second): only the peer, answering with its ice-pwd at that address, can give one."""
+        now = time.monotonic()
+        probe = self._probe
+        if probe is not None and now - probe[2] < PROBE_INTERVAL:
+            return
+        if self._remote_credentials is None:
+            return
+        remote_ufrag, remote_pwd = self._remote_credentials()
+        if not remote_ufrag or not remote_pwd:
+            return
+        if probe is not None:
+            self._ice.forget_probe(probe[0])
+        transaction = os.urandom(12)
+        request = stun.StunMessage(
+            stun.BINDING,
+            stun.REQUEST,
+            transaction,
+            [
+                (stun.USERNAME, f"{remote_ufrag}:{self.local_ufrag}".encode()),
+                (stun.PRIORITY, struct.pack("!I", 0x7E0000FF)),
+                (stun.ICE_CONTROLLED, os.urandom(8)),  # a lite agent is controlled (§6.1.1)
+            ],
+        )
+        self._probe = (transaction, addr, now)
+        self._ice.expect_probe(transaction, self)
+        self.mux.sendto(request.encode(remote_pwd.encode()), addr)
+
+    def on_probe_response(self, data: bytes, addr: Address, transaction: bytes) -> None:
+        """A Binding success response: if it answers our probe from that address, signed with
+        the peer's ice-pwd (RFC 8489 §14.5), media moves there."""
+        probe = self._probe
+        if self.closed or probe is None or self._remote_credentials is None:
+            return
+        if probe[0] != transaction or probe[1] != addr:
+            return
+        if not stun.check_integrity(data, self._remote_credentials()[1].encode()):
+            self.mux.counters.stun_rejected += 1
+            return
+        self._probe = None
+        self._ice.forget_probe(transaction)
+        self._move(addr)
+        self.last_heard_us = time.time_ns() // 1000
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -295,6 +354,9 @@ class PeerTransport:
             self.mux.unbind(addr, self)
         self._validated.clear()
         self._transactions.clear()
+        if self._probe is not None:
+            self._ice.forget_probe(self._probe[0])
+            self._probe = None
         self.srtp = None
         if self.sink is not None:
             self.sink.fold()
