@@ -210,7 +210,7 @@ def test_sender_report_maps_the_publisher_ntp_rtp_pair() -> None:
     now = time.monotonic()
     feed(track, [source_packet(1, 48000, b"\x01" * 60)], now=now)
     ntp = 0x1234567800000000
-    track.stats.on_sender_report(RtcpSenderReport(1111, ntp, 48000, 1, 60, []), now)
+    track.reception.on_sender_report(RtcpSenderReport(1111, ntp, 48000, 1, 60, []), now)
     report = downtrack.sender_report(now=now + 1.0, ntp_now=0)
     assert report is not None
     assert report.ssrc == 0xABCDEF01

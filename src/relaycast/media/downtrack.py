@@ -332,7 +332,7 @@ class DownTrack:
         source = self.forwarder.source
         if not self.started or source is None or self.packets_sent == 0:
             return None
-        reference = source.stats.last_sr
+        reference = source.reception.last_sr
         if reference is not None:
             ref_ntp, ref_rtp, ref_local = reference
             elapsed = now - ref_local

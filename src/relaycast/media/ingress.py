@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from relaycast.media.feedback import Feedback
 from relaycast.media.feedback.remb import RembEstimator
 from relaycast.media.feedback.twcc import TwccRecorder, parse_transport_seq
 from relaycast.media.forwarder import Forwarder
@@ -89,6 +90,11 @@ class RembFeedback:
 
     def stats(self) -> dict[str, float]:
         return {"estimate_bps": self.estimator.estimate, "loss": self.estimator.loss}
+
+
+def _conforms(track: Track, twcc: TwccFeedback, remb: RembFeedback) -> list[Feedback]:
+    """mypy checks here that the leg's components speak the Feedback protocol."""
+    return [track, twcc, remb]
 
 
 class IngressLeg:
@@ -260,7 +266,7 @@ class IngressLeg:
         blocks = []
         for track in self.tracks.values():
             track.update_bitrate(now)
-            blocks.append(track.stats.report_block(now))
+            blocks.append(track.reception.report_block(now))
         packets: list[object] = [
             RtcpReceiverReport(ssrc=self.sender_ssrc, reports=blocks[:31]),
             RtcpSdes.cname(self.sender_ssrc, self.cname),
@@ -273,7 +279,7 @@ class IngressLeg:
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"tracks": len(self.tracks), "rtt": self.rtt}
         for track in self.tracks.values():
-            out.update({f"{track.kind}_{k}": v for k, v in track.stats_dict().items()})
+            out.update({f"{track.kind}_{k}": v for k, v in track.stats().items()})
         if self.twcc is not None:
             out.update({f"twcc_{k}": v for k, v in self.twcc.stats().items()})
         if self.remb is not None:

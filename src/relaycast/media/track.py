@@ -12,7 +12,7 @@ from relaycast.media.forwarder import Forwarder
 from relaycast.media.stats import StreamCounters
 from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket
-from relaycast.rtp.rtcp import RtcpFir, RtcpNack, RtcpPacket, RtcpPli, RtcpSenderReport
+from relaycast.rtp.rtcp import RtcpPacket, RtcpSenderReport
 from relaycast.sdp import Codec, codec_key
 
 
@@ -45,7 +45,7 @@ class Track:
         self.forwarder = forwarder
         self._send_rtcp = send_rtcp
         self.counters = counters if counters is not None else StreamCounters()
-        self.stats = ReceiverStats(ssrc, codec.clock_rate)
+        self.reception = ReceiverStats(ssrc, codec.clock_rate)  # RFC 3550 §6.4.1 statistics
         self.nack: NackGenerator | None = (
             NackGenerator(ssrc, sender_ssrc) if "nack" in rtcp_fb else None
         )
@@ -68,7 +68,7 @@ class Track:
         """Account for one packet and hand it to the Forwarder."""
         self.packets += 1
         self.bytes += size
-        self.stats.on_packet(packet.sequence_number, packet.timestamp, now)
+        self.reception.on_packet(packet.sequence_number, packet.timestamp, now)
         if self.nack is not None:
             self.nack.on_packet(packet.sequence_number, now)
         keyframe = False
@@ -90,9 +90,9 @@ class Track:
     def on_rtcp(self, packet: RtcpPacket, now: float) -> None:
         """The publisher's sender report maps its RTP clock to NTP (RFC 3550 §6.4.1)."""
         if isinstance(packet, RtcpSenderReport) and packet.ssrc == self.ssrc:
-            self.stats.on_sender_report(packet, now)
+            self.reception.on_sender_report(packet, now)
 
-    def stats_dict(self) -> dict[str, float]:
+    def stats(self) -> dict[str, float]:
         nack = self.nack
         return {
             "packets": self.packets,
@@ -100,7 +100,7 @@ class Track:
             "bitrate": self.bitrate,
             "keyframes": self.keyframes_seen,
             "retransmissions": self.retransmissions,
-            "lost": self.stats.lost,
+            "lost": self.reception.lost,
             "nack_rtt": -1.0 if nack is None or nack.rtt is None else nack.rtt,
         }
 
@@ -120,10 +120,10 @@ class Track:
             self.counters.keyframe_requests_sent += 1
             self._send_rtcp(bytes(request))
 
-    def poll(self, now: float, rtt: float | None = None) -> list[RtcpNack | RtcpPli | RtcpFir]:
+    def poll(self, now: float, rtt: float | None = None) -> list[RtcpPacket]:
         """Feedback that is due now: NACKs (spaced by the measured RTT unless ``rtt`` is given)
         and a pending keyframe request."""
-        due: list[RtcpNack | RtcpPli | RtcpFir] = []
+        due: list[RtcpPacket] = []
         if self.nack is not None:
             nack = self.nack.poll(now, rtt)
             if nack is not None:
