@@ -70,9 +70,17 @@ class DtlsCertificate:
         # cryptography objects: pyOpenSSL deprecates passing its own X509/PKey wrappers
         self._cert = cert
         self._key = key
+        self._context: SSL.Context | None = None
 
     def context(self) -> SSL.Context:
-        """A fresh DTLS context that demands a client certificate (checked later by fingerprint)."""
+        """The DTLS context every session's connection is made from (built once: a context
+        holds no per-connection state, and loading the key per session cost time and memory).
+        It demands a client certificate, checked later against the SDP fingerprint."""
+        if self._context is None:
+            self._context = self._new_context()
+        return self._context
+
+    def _new_context(self) -> SSL.Context:
         ctx = SSL.Context(SSL.DTLS_METHOD)
         # Self-signed certificates are the norm in WebRTC: accept the chain here, verify the
         # fingerprint from the SDP once the handshake is done (RFC 8827 §6.5).
