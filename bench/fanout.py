@@ -6,15 +6,19 @@ header-extension rewrite) -> ``SrtpContext.protect`` (libsrtp,
 AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80) -> the media socket's ``sendto(2)`` to a
 socket bound on 127.0.0.1.
 
-Three modes split the cost: ``full`` (everything), ``no-send`` (the DownTrack's sendto drops
-the datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send: Forwarder + DownTrack only).
+Three modes split the cost of the Python path: ``full`` (everything), ``no-send`` (the
+DownTrack's sendto drops the datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send:
+Forwarder + DownTrack only). ``native`` is ``full`` through the native kernel
+(relaycast/native: rewrite + libsrtp + sendmmsg in C, one call per packet for all viewers; the
+first packet of each run, the keyframe that makes a viewer LIVE, still goes through Python).
 Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
     python bench/fanout.py --viewers 1,10,50,200,500 --packets 2000 --profile gcm
 
 The last line printed is ``fanout_us_per_packet_per_viewer=<µs>`` (200 viewers, or the largest
-count run) for scripts.
+count run; the ``native`` column when it was measured and the kernel is enabled, else ``full``)
+for scripts.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any, cast
 
+from relaycast import native
 from relaycast.media.downtrack import DownTrack, ExtLayout
 from relaycast.media.forwarder import Forwarder
 from relaycast.media.stats import StreamCounters
@@ -58,7 +63,8 @@ from relaycast.sdp.negotiate import (
 
 PROFILES = {"gcm": "SRTP_AEAD_AES_128_GCM", "cm": "SRTP_AES128_CM_SHA1_80"}
 KEY_SALT = {"gcm": (16, 12), "cm": (16, 14)}
-MODES = ("full", "no-send", "rewrite")
+MODES = ("full", "no-send", "rewrite")  # the default: the Python path, split
+ALL_MODES = (*MODES, "native")  # native when asked for (--modes full,native)
 
 VIDEO_BPS = 2_500_000
 AUDIO_BPS = 64_000
@@ -160,10 +166,11 @@ def _sink(srtp: SrtpContext, addr: Address, mux: UdpMux, mode: str) -> MediaSink
     return MediaSink(
         protect=_identity if mode == "rewrite" else srtp.protect,
         protect_rtcp=srtp.protect_rtcp,
-        sendto=mux.sock.sendto if mode == "full" else _null_sendto,
+        sendto=mux.sock.sendto if mode in ("full", "native") else _null_sendto,
         addr=addr,
         stream=StreamCounters(),
         server=mux.counters,
+        srtp=srtp,
     )
 
 
@@ -192,9 +199,11 @@ class Rig:
     mode: str = field(default="full")
 
     def set_mode(self, mode: str) -> None:
+        self.forwarder.set_native(False)
         for viewer in self.viewers:
             sink = _sink(viewer.srtp, viewer.addr, self.mux, mode)
             viewer.downtrack.sink, viewer.downtrack._send_rtp = sink, sink.send_rtp
+        self.forwarder.set_native(mode == "native")
         self.mode = mode
 
     def packets(self, count: int) -> list[RtpPacket]:
@@ -246,7 +255,7 @@ def build_rig(
     ``receiver_addrs`` (round-robin)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    forwarder = Forwarder("video")
+    forwarder = Forwarder("video", use_native=False)  # set_mode switches it
     track = Track(
         kind="video",
         codec=VP8,
@@ -436,7 +445,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="gcm")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(ALL_MODES)}")
     parser.add_argument("--receivers", type=int, default=64, help="receiving sockets (max)")
     parser.add_argument(
         "--drain",
@@ -451,8 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     counts = [int(c) for c in args.viewers.split(",") if c.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not counts or any(c < 1 for c in counts) or any(m not in MODES for m in modes):
-        print("--viewers needs positive counts, --modes a subset of " + ",".join(MODES))
+    if not counts or any(c < 1 for c in counts) or any(m not in ALL_MODES for m in modes):
+        print("--viewers needs positive counts, --modes a subset of " + ",".join(ALL_MODES))
+        return 2
+    if "native" in modes and not native.available():
+        print(f"the native kernel is not built: {native.describe()}")
         return 2
     receivers = bind_receivers(max(1, min(args.receivers, max(counts))))
     addrs: list[Address] = [s.getsockname()[:2] for s in receivers]
@@ -517,7 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if drops is not None:
         print(f"receiver-side kernel drops (UDP RcvbufErrors, whole host): {drops}")
     headline = next((r for r in results if r.viewers == 200), results[-1])
-    value = headline.us.get("full", next(iter(headline.us.values())))
+    path = "native" if native.enabled() and "native" in headline.us else "full"
+    value = headline.us.get(path, next(iter(headline.us.values())))
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -32,6 +32,8 @@ fi
 echo "== pip install .[test] into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
 "$PYTHON" -m pip install --quiet --upgrade pip
 "$PYTHON" -m pip install --quiet ".[test]"
+# the native fan-out kernel, built into src/ too (the tests import src/); CI must exercise it
+"$PYTHON" -m pip install --quiet setuptools && RELAYCAST_NATIVE_REQUIRED=1 "$PYTHON" setup.py -q build_ext --inplace
 
 LINT_PATHS=(src tests)
 [ -d bench ] && LINT_PATHS+=(bench)

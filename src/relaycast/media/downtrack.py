@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 from relaycast.media.feedback.reports import SenderStats
 from relaycast.media.feedback.retransmit import RetransmitBudget
 from relaycast.media.stats import StreamCounters
-from relaycast.net.sink import NULL_SINK, PacketSink
+from relaycast.net.sink import NULL_SINK, Address, PacketSink
 from relaycast.rtp.packet import RtpPacket, build_extensions
 from relaycast.rtp.rtcp import RtcpSenderReport
 
 if TYPE_CHECKING:
     from relaycast.media.forwarder import Forwarder
     from relaycast.media.track import Track
+    from relaycast.native import Slot
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +131,81 @@ class DownTrack:
         self._rtx_seq = secrets.randbits(15)
         self.stats = SenderStats(ssrc, clock_rate)
         self.budget = RetransmitBudget()
-        self.packets_sent = 0
-        self.payload_bytes = 0
-        self.send_errors = 0
+        # sent by the Python path (and taken from the native kernel: the properties below)
+        self._packets_sent = 0
+        self._payload_bytes = 0
+        self._send_errors = 0
+        self._keyframes_sent = 0
+        #: this DownTrack's slot in its Forwarder's native kernel while that sends for it
+        self.native: Slot | None = None
         self.retransmitted = 0
         self.nack_misses = 0
         self.keyframe_requests = 0
-        self.keyframes_sent = 0
         #: called once, when the first keyframe goes to this viewer (time-to-first-frame)
         self.on_first_keyframe: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"DownTrack({self.kind}, ssrc={self.ssrc}, {self.state.value})"
+
+    # -- counters (the native kernel's share is taken when they are read) ----------------------
+
+    def native_drain(self) -> None:
+        """Take the kernel's counts for this DownTrack into its own and its sink's counters."""
+        slot = self.native
+        if slot is None:
+            return
+        packets, wire_bytes, payload_bytes, keyframes, errors = self.forwarder.native_take(slot)
+        self._packets_sent += packets
+        self._payload_bytes += payload_bytes
+        self._keyframes_sent += keyframes
+        self._send_errors += errors
+        native_sent = getattr(self.sink, "native_sent", None)
+        if native_sent is not None:
+            native_sent(packets, wire_bytes, errors)
+
+    def native_moved(self, addr: Address) -> None:
+        """The sink's peer moved: the kernel sends there from now on."""
+        self.forwarder.native_moved(self, addr)
+
+    @property
+    def packets_sent(self) -> int:
+        if self.native is not None:
+            self.native_drain()
+        return self._packets_sent
+
+    @packets_sent.setter
+    def packets_sent(self, value: int) -> None:
+        self._packets_sent = value
+
+    @property
+    def payload_bytes(self) -> int:
+        if self.native is not None:
+            self.native_drain()
+        return self._payload_bytes
+
+    @payload_bytes.setter
+    def payload_bytes(self, value: int) -> None:
+        self._payload_bytes = value
+
+    @property
+    def send_errors(self) -> int:
+        if self.native is not None:
+            self.native_drain()
+        return self._send_errors
+
+    @send_errors.setter
+    def send_errors(self, value: int) -> None:
+        self._send_errors = value
+
+    @property
+    def keyframes_sent(self) -> int:
+        if self.native is not None:
+            self.native_drain()
+        return self._keyframes_sent
+
+    @keyframes_sent.setter
+    def keyframes_sent(self, value: int) -> None:
+        self._keyframes_sent = value
 
     @property
     def started(self) -> bool:
@@ -175,10 +239,12 @@ class DownTrack:
     def caught_up(self) -> None:
         if self.state is CATCHING_UP:
             self.state = LIVE
+            self.forwarder.went_live(self)
 
     def source_lost(self) -> None:
         """The source goes away: remember where our sequence and timestamps continue."""
         forwarder = self.forwarder
+        forwarder.left_live(self)
         if self.started and forwarder.newest is not None:
             newest = forwarder.newest
             self._resume = (
@@ -211,6 +277,7 @@ class DownTrack:
         if self.state is CLOSED:
             return
         joined = self.state is not IDLE
+        self.forwarder.left_live(self)
         self.state = CLOSED
         self.sink = NULL_SINK
         self._send_rtp = NULL_SINK.send_rtp
@@ -235,6 +302,9 @@ class DownTrack:
             elif state is WAITING and (keyframe or self.kind != "video"):
                 self._start(packet)
                 self.state = LIVE
+                self.send(packet, keyframe, tails)
+                self.forwarder.went_live(self)  # the native kernel may take over from here
+                return
             else:
                 return
         delta = (packet.sequence_number - self._start_seq) & 0xFFFF
@@ -258,15 +328,17 @@ class DownTrack:
             )
             + tail[2]
         ):
-            self.send_errors += 1
+            self._send_errors += 1
             return
-        self.packets_sent += 1
-        self.payload_bytes += len(packet.payload)
+        self._packets_sent += 1
+        self._payload_bytes += len(packet.payload)
         if keyframe:
-            self.keyframes_sent += 1
+            self._keyframes_sent += 1
             if self.on_first_keyframe is not None:
                 hook, self.on_first_keyframe = self.on_first_keyframe, None
                 hook()
+                if state is LIVE:
+                    self.forwarder.went_live(self)
 
     def _start(self, packet: RtpPacket) -> None:
         """Choose offsets so that our sequence and timestamps continue where they left off."""
@@ -317,7 +389,7 @@ class DownTrack:
                 data = header + ext + packet.payload
             size = self.sink.send_rtp(data)
             if not size:
-                self.send_errors += 1
+                self._send_errors += 1
                 continue
             answered += 1
             counters.retransmitted_packets += 1

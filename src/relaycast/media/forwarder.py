@@ -7,6 +7,11 @@ viewers' DownTracks keep their SSRC and sequence space (design.md, "A publisher 
 Per packet it keeps a short history for NACKs (``cache``) and, for video, the packets since the
 last keyframe (``gop``) for fast start. :meth:`forward` is the hot loop: it iterates over an
 immutable tuple of DownTracks, so a join or leave during the loop cannot change it.
+
+LIVE DownTracks whose sink is a real :class:`MediaSink` are served by the native kernel when it
+is enabled (relaycast/native): one :class:`NativeGroup` call per packet for all of them; every
+other state (WAITING, CATCHING_UP and its fast-start replay, NACK answers) stays on the Python
+path, which is also the whole fan-out when the kernel is off.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from relaycast.media.downtrack import CATCHING_UP, ExtLayout
+from relaycast import native
+from relaycast.media.downtrack import CATCHING_UP, LIVE, ExtLayout
+from relaycast.net.sink import Address, MediaSink
 from relaycast.rtp.packet import RtpPacket
 from relaycast.rtp.resolution import FrameSize, frame_size
 
@@ -36,9 +43,15 @@ REPLAY_CHUNK = 64  # fast-start packets sent per event-loop turn, over all joini
 class Forwarder:
     """Forwards the packets of the current source Track of one kind to its DownTracks."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, use_native: bool | None = None) -> None:
         self.kind = kind
         self.downtracks: tuple[DownTrack, ...] = ()
+        # the LIVE DownTracks the kernel sends for are in ``native``; the others in ``_python``
+        if use_native is None:
+            use_native = native.enabled()
+        self.native: native.NativeGroup | None = native.NativeGroup() if use_native else None
+        self._python: tuple[DownTrack, ...] = ()
+        self._python_stale = False
         self.source: Track | None = None
         self.cache: list[RtpPacket | None] = [None] * CACHE_SIZE
         self.gop: list[RtpPacket] = []
@@ -58,9 +71,94 @@ class Forwarder:
         """Join the fan-out; equal extension layouts are shared so they are built once."""
         downtrack.layout = self._layouts.setdefault(downtrack.layout.items, downtrack.layout)
         self.downtracks = (*self.downtracks, downtrack)
+        self._python_stale = True
 
     def remove(self, downtrack: DownTrack) -> None:
+        self.left_live(downtrack)
         self.downtracks = tuple(d for d in self.downtracks if d is not downtrack)
+        self._python_stale = True
+
+    # -- the native kernel's slots --------------------------------------------------------------
+
+    def went_live(self, downtrack: DownTrack) -> None:
+        """A DownTrack is LIVE: the kernel sends for it from the next packet, if it can."""
+        group = self.native
+        if (
+            group is None
+            or downtrack.native is not None
+            or downtrack.state is not LIVE
+            or downtrack.on_first_keyframe is not None  # the hook runs on the Python path
+            or downtrack not in self.downtracks
+        ):
+            return
+        sink = downtrack.sink
+        if not isinstance(sink, MediaSink):
+            return
+        handles = sink.native_handles()
+        if handles is None:
+            return
+        session, sock = handles
+        try:
+            downtrack.native = group.add(
+                downtrack,
+                srtp_session=session,
+                sock=sock,
+                addr=sink.addr,
+                ssrc=downtrack.ssrc,
+                payload_type=downtrack.payload_type,
+                seq_offset=downtrack.seq_offset,
+                ts_offset=downtrack.ts_offset,
+                start_seq=downtrack._start_seq,
+                layout=downtrack.layout,
+            )
+        except (ValueError, OSError) as exc:  # an address the kernel cannot take: stay in Python
+            log.debug("%s stays on the Python path: %s", downtrack, exc)
+            return
+        sink.native_owners.append(downtrack)
+        self._python_stale = True
+
+    def left_live(self, downtrack: DownTrack) -> None:
+        """The kernel stops sending for ``downtrack``: its counts and sequence floor come back."""
+        slot = downtrack.native
+        if slot is None or self.native is None:
+            return
+        downtrack.native_drain()
+        downtrack._start_seq = self.native.start_seq(slot)
+        self.native.remove(slot)
+        downtrack.native = None
+        sink = downtrack.sink
+        if isinstance(sink, MediaSink) and downtrack in sink.native_owners:
+            sink.native_owners.remove(downtrack)
+        self._python_stale = True
+
+    def set_native(self, enabled: bool) -> None:
+        """Switch the kernel on or off for this Forwarder (benchmarks, tests); LIVE DownTracks
+        move over at once."""
+        if self.native is not None:
+            for downtrack in self.downtracks:
+                self.left_live(downtrack)
+        self.native = native.NativeGroup() if enabled else None
+        self._python_stale = True
+        for downtrack in self.downtracks:
+            self.went_live(downtrack)
+
+    def native_take(self, slot: native.Slot) -> tuple[int, int, int, int, int]:
+        assert self.native is not None
+        return self.native.take(slot)
+
+    def native_moved(self, downtrack: DownTrack, addr: Address) -> None:
+        slot = downtrack.native
+        sink = downtrack.sink
+        if slot is None or self.native is None or not isinstance(sink, MediaSink):
+            return
+        handles = sink.native_handles()
+        try:
+            if handles is None:
+                raise ValueError("the sink has no native handles any more")
+            self.native.set_addr(slot, handles[1], addr)
+        except (ValueError, OSError) as exc:
+            log.debug("%s goes back to the Python path: %s", downtrack, exc)
+            self.left_live(downtrack)
 
     def attach_source(self, track: Track) -> None:
         """A (new) publisher track becomes the source; DownTracks restart on its first keyframe."""
@@ -99,7 +197,17 @@ class Forwarder:
         if self.kind == "video":
             self._remember_for_fast_start(packet, keyframe)
         tails: dict[int, tuple[int, bytes, bytes]] = {}
-        for downtrack in self.downtracks:
+        group = self.native
+        if group is not None:
+            if group.slots:
+                self._forward_native(group, packet, keyframe, tails)
+            if self._python_stale:
+                self._python_stale = False
+                self._python = tuple(d for d in self.downtracks if d.native is None)
+            downtracks = self._python
+        else:
+            downtracks = self.downtracks
+        for downtrack in downtracks:
             try:
                 downtrack.send(packet, keyframe, tails)
             except Exception:  # one broken viewer never stops the others
@@ -108,6 +216,46 @@ class Forwarder:
                 errors = self.forward_errors
                 if errors & (errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... failure only
                     log.exception("forwarding to %s failed (%d failures)", downtrack, errors)
+
+    def _forward_native(
+        self,
+        group: native.NativeGroup,
+        packet: RtpPacket,
+        keyframe: bool,
+        tails: dict[int, tuple[int, bytes, bytes]],
+    ) -> None:
+        """The kernel's share: one extension block per layout in use, one call."""
+        source = self.source
+        ids = source.ext_ids if source is not None else {}
+        exts: list[bytes] = []
+        for layout in group.layouts:
+            if layout is None:
+                exts.append(b"")
+                continue
+            tail = tails.get(id(layout))
+            if tail is None:
+                assert isinstance(layout, ExtLayout)
+                b0, ext = layout.build(packet, ids)
+                tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
+            exts.append(tail[1])
+        try:
+            errors = group.forward(
+                packet.payload,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.marker,
+                keyframe,
+                tuple(exts),
+            )
+        except Exception:
+            self.forward_errors += len(group.slots)
+            log.exception("native fan-out of a packet failed")
+            return
+        if errors:  # rare: count them where they belong right away (server.send_errors)
+            for slot in group.error_slots():
+                owner = slot.owner
+                if hasattr(owner, "native_drain"):
+                    owner.native_drain()
 
     def _remember_for_fast_start(self, packet: RtpPacket, keyframe: bool) -> None:
         gop = self.gop

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from relaycast import native
 from relaycast.config import Config
 from relaycast.media.publisher import Publisher
 from relaycast.media.session import Session
@@ -75,6 +76,7 @@ class MediaServer:
         assert self._mux.sock is not None
         self.udp_port = self._mux.sock.getsockname()[1]
         self.candidates = candidate_addresses(self.config)
+        log.info("fan-out path: %s", native.describe())
         self._tasks = [
             asyncio.create_task(self._every(FAST_TICK, self._fast_tick)),
             asyncio.create_task(self._every(SLOW_TICK, self._slow_tick)),

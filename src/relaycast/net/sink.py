@@ -5,22 +5,27 @@ A :class:`MediaSink` is bound once per transport, when DTLS has produced the SRT
 peer's address. The transport moves :attr:`MediaSink.addr` when the peer's address changes on
 fresh authenticated traffic, so a leg cannot be pointed anywhere else.
 
-This is also the seam where a native fan-out kernel plugs in: anything with ``send_rtp`` and
-``send_rtcp`` of the same meaning can stand in for it.
+This is also the seam where the native fan-out kernel plugs in (relaycast/native): a sink
+made with its transport's :class:`SrtpContext` and a real socket offers
+:meth:`MediaSink.native_handles`, and the kernel sends the LIVE packets of the DownTracks in
+:attr:`MediaSink.native_owners` itself. Their counts are taken from the kernel whenever a
+counter is read, so ``packets``, ``bytes`` and ``errors`` always include them.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
 from relaycast.media.stats import ServerCounters, StreamCounters
-from relaycast.net.srtp import SrtpError
+from relaycast.net.srtp import SrtpContext, SrtpError
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+_Bytes = bytes  # MediaSink has a ``bytes`` counter, which hides the type in its body
 
 
 class PacketSink(Protocol):
@@ -31,17 +36,29 @@ class PacketSink(Protocol):
     def send_rtcp(self, packet: bytes) -> int: ...
 
 
+class NativeOwner(Protocol):
+    """A DownTrack whose LIVE packets the native kernel sends through this sink's handles."""
+
+    def native_drain(self) -> None:
+        """Take the kernel's counts into the owner's and this sink's counters."""
+
+    def native_moved(self, addr: Address) -> None:
+        """The peer's address changed."""
+
+
 class MediaSink:
     """SRTP-protects and sends one session's RTP/RTCP to its peer's current address."""
 
     __slots__ = (
+        "_addr",
+        "_bytes",
+        "_errors",
+        "_packets",
         "_protect",
         "_protect_rtcp",
         "_sendto",
-        "addr",
-        "bytes",
-        "errors",
-        "packets",
+        "_srtp",
+        "native_owners",
         "server",
         "stream",
     )
@@ -49,56 +66,126 @@ class MediaSink:
     def __init__(
         self,
         *,
-        protect: Callable[[bytes], bytes],
-        protect_rtcp: Callable[[bytes], bytes],
-        sendto: Callable[[bytes, Address], int],
+        protect: Callable[[_Bytes], _Bytes],
+        protect_rtcp: Callable[[_Bytes], _Bytes],
+        sendto: Callable[[_Bytes, Address], int],
         addr: Address,
         stream: StreamCounters,
         server: ServerCounters,
+        srtp: SrtpContext | None = None,
     ) -> None:
         self._protect = protect
         self._protect_rtcp = protect_rtcp
         self._sendto = sendto
-        self.addr = addr
+        self._addr = addr
+        self._srtp = srtp  # where protect comes from: lets the native kernel use its context
         self.stream = stream
         self.server = server
         #: RTP sent through this sink and not yet folded into the stream's counters
-        self.packets = 0
-        self.bytes = 0
-        self.errors = 0
+        self._packets = 0
+        self._bytes = 0
+        self._errors = 0
+        #: DownTracks the native kernel sends for through this sink's SRTP context and socket
+        self.native_owners: list[NativeOwner] = []
 
-    def send_rtp(self, packet: bytes) -> int:
+    # -- the native kernel's view -------------------------------------------------------------
+
+    def native_handles(self) -> tuple[object, socket.socket] | None:
+        """(outbound pylibsrtp Session, socket) when the kernel can stand in for ``send_rtp``:
+        the sink protects with its SrtpContext's ``protect`` and sends with a socket's
+        ``sendto``."""
+        srtp = self._srtp
+        if srtp is None or self._protect is not srtp.protect:
+            return None
+        sock = getattr(self._sendto, "__self__", None)
+        if not isinstance(sock, socket.socket) or sock.fileno() < 0:
+            return None
+        return srtp._tx, sock
+
+    def native_sent(self, packets: int, wire_bytes: int, errors: int) -> None:
+        """Counts the kernel took for one of :attr:`native_owners`."""
+        self._packets += packets
+        self._bytes += wire_bytes
+        if errors:
+            self._errors += errors
+            self.server.send_errors += errors
+
+    def _drain(self) -> None:
+        for owner in self.native_owners:
+            owner.native_drain()
+
+    @property
+    def addr(self) -> Address:
+        return self._addr
+
+    @addr.setter
+    def addr(self, addr: Address) -> None:
+        self._addr = addr
+        for owner in list(self.native_owners):
+            owner.native_moved(addr)
+
+    @property
+    def packets(self) -> int:
+        self._drain()
+        return self._packets
+
+    @packets.setter
+    def packets(self, value: int) -> None:
+        self._packets = value
+
+    @property
+    def bytes(self) -> int:
+        self._drain()
+        return self._bytes
+
+    @bytes.setter
+    def bytes(self, value: int) -> None:
+        self._bytes = value
+
+    @property
+    def errors(self) -> int:
+        self._drain()
+        return self._errors
+
+    @errors.setter
+    def errors(self, value: int) -> None:
+        self._errors = value
+
+    # -- the Python path ----------------------------------------------------------------------
+
+    def send_rtp(self, packet: _Bytes) -> int:
         """The hot path: one protect, one ``sendto``, two additions. A packet libsrtp refuses
         (too long, or an index outside its window after a wild sequence jump) or the socket
         refuses (full buffer) is counted and dropped: the viewer NACKs or waits for a keyframe."""
         try:
             data = self._protect(packet)
-            self._sendto(data, self.addr)
+            self._sendto(data, self._addr)
         except (OSError, SrtpError, ValueError):
-            self.errors += 1
+            self._errors += 1
             self.server.send_errors += 1
             return 0
         size = len(data)
-        self.packets += 1
-        self.bytes += size
+        self._packets += 1
+        self._bytes += size
         return size
 
     def fold(self) -> None:
         """Move this sink's totals into the stream's and server's counters (at close; a
         snapshot adds the live sinks' own totals, so the hot path touches only ``self``)."""
-        self.stream.egress_packets += self.packets
-        self.stream.egress_bytes += self.bytes
-        self.server.udp_bytes_out += self.bytes
-        self.packets = self.bytes = 0
+        self._drain()
+        self.stream.egress_packets += self._packets
+        self.stream.egress_bytes += self._bytes
+        self.server.udp_bytes_out += self._bytes
+        self._packets = self._bytes = 0
 
-    def send_rtcp(self, packet: bytes) -> int:
+    def send_rtcp(self, packet: _Bytes) -> int:
         try:
             data = self._protect_rtcp(packet)
-            self._sendto(data, self.addr)
+            self._sendto(data, self._addr)
         except (OSError, SrtpError, ValueError) as exc:
-            self.errors += 1
+            self._errors += 1
             self.server.send_errors += 1
-            log.debug("rtcp to %s failed: %s", self.addr, exc)
+            log.debug("rtcp to %s failed: %s", self._addr, exc)
             return 0
         self.server.udp_bytes_out += len(data)
         return len(data)

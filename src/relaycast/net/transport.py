@@ -229,6 +229,7 @@ class PeerTransport:
             addr=self.addr,
             stream=self.counters,
             server=self.mux.counters,
+            srtp=srtp,
         )
         log.debug(
             "dtls connected (%s) with %s after %.3f s",

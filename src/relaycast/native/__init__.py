@@ -1,0 +1,205 @@
+"""The native fan-out kernel and its Python face.
+
+:class:`NativeGroup` holds the LIVE viewers of one Forwarder as *slots* of the C kernel
+(``_fanout.c``): per source packet one :meth:`NativeGroup.forward` call rewrites the RTP header
+for every slot, protects it with libsrtp (the ``srtp_protect`` pylibsrtp already loaded, and each
+viewer's own ``srtp_t``) and sends the datagrams with ``sendmmsg``, the GIL released. The
+Python path (``DownTrack.send`` -> ``MediaSink.send_rtp``) stays the reference and the fallback:
+it is used when the extension did not build or ``RELAYCAST_NATIVE=0``.
+
+Counters are kept per slot in C and taken (read and reset) by :meth:`NativeGroup.take` whenever
+someone reads them (``DownTrack`` and ``MediaSink`` properties), so the hot path touches none
+of them in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["NativeGroup", "Slot", "available", "describe", "enabled"]
+
+try:
+    from relaycast.native import _fanout
+except ImportError as exc:  # not built (no compiler), or built for another interpreter
+    _fanout = None  # type: ignore[assignment]
+    _IMPORT_ERROR = str(exc)
+else:
+    _IMPORT_ERROR = ""
+
+ENV = "RELAYCAST_NATIVE"
+#: whether the kernel is used when RELAYCAST_NATIVE is unset (and it is built)
+DEFAULT_ON = True
+
+_protect_address: int | None = None
+
+
+def available() -> bool:
+    """The extension is built and imports."""
+    return _fanout is not None
+
+
+def enabled() -> bool:
+    """Use the kernel: built, and not switched off with ``RELAYCAST_NATIVE=0``."""
+    if _fanout is None:
+        return False
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("0", "no", "off", "false"):
+        return False
+    if value in ("1", "yes", "on", "true"):
+        return True
+    return DEFAULT_ON
+
+
+def describe() -> str:
+    """Which fan-out path is in use, for the startup log."""
+    if enabled():
+        return "native kernel (rewrite + libsrtp + sendmmsg in C, relaycast.native._fanout)"
+    if _fanout is None:
+        return f"Python (native kernel not available: {_IMPORT_ERROR})"
+    return f"Python ({ENV}={os.environ.get(ENV, '')})"
+
+
+def protect_address() -> int:
+    """The address of libsrtp's ``srtp_protect`` as pylibsrtp loaded it."""
+    global _protect_address
+    if _protect_address is None:
+        from pylibsrtp._binding import ffi, lib
+
+        _protect_address = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+    return _protect_address
+
+
+def srtp_context_address(session: object) -> int:
+    """The ``srtp_t`` of a pylibsrtp Session (as net/srtp.py ``fast_protect`` uses it)."""
+    from pylibsrtp._binding import ffi
+
+    return int(ffi.cast("uintptr_t", session._srtp[0]))  # type: ignore[attr-defined]
+
+
+class Slot:
+    """One viewer's place in a :class:`NativeGroup`; ``index`` moves when others leave."""
+
+    __slots__ = ("index", "keep", "layout", "owner")
+
+    def __init__(self, index: int, owner: object, layout: int, keep: object) -> None:
+        self.index = index
+        self.owner = owner
+        self.layout = layout
+        self.keep = keep  # what must outlive the slot: the SRTP context the C side uses
+
+
+class NativeGroup:
+    """The slots of one Forwarder and the extension layouts they use."""
+
+    __slots__ = ("_group", "_layout_index", "_layout_refs", "layouts", "slots")
+
+    def __init__(self) -> None:
+        if _fanout is None:
+            raise RuntimeError(f"native fan-out kernel not available: {_IMPORT_ERROR}")
+        self._group = _fanout.Group(protect_address())
+        self.slots: list[Slot] = []
+        #: the layouts slots refer to by index (None: free); extension blocks follow this order
+        self.layouts: list[object | None] = []
+        self._layout_refs: list[int] = []
+        self._layout_index: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def _use_layout(self, layout: object) -> int:
+        index = self._layout_index.get(id(layout))
+        if index is None:
+            try:
+                index = self.layouts.index(None)
+                self.layouts[index] = layout
+                self._layout_refs[index] = 0
+            except ValueError:
+                index = len(self.layouts)
+                self.layouts.append(layout)
+                self._layout_refs.append(0)
+            self._layout_index[id(layout)] = index
+        self._layout_refs[index] += 1
+        return index
+
+    def _release_layout(self, index: int) -> None:
+        self._layout_refs[index] -= 1
+        if self._layout_refs[index] == 0:
+            layout = self.layouts[index]
+            del self._layout_index[id(layout)]
+            self.layouts[index] = None
+
+    def add(
+        self,
+        owner: object,
+        *,
+        srtp_session: object,
+        sock: socket.socket,
+        addr: tuple[str, int],
+        ssrc: int,
+        payload_type: int,
+        seq_offset: int,
+        ts_offset: int,
+        start_seq: int,
+        layout: object,
+    ) -> Slot:
+        """A new slot; ValueError when an argument cannot be served natively."""
+        layout_index = self._use_layout(layout)
+        try:
+            index = self._group.add(
+                srtp_context_address(srtp_session),
+                sock.fileno(),
+                int(sock.family),
+                addr[0],
+                addr[1],
+                ssrc,
+                payload_type,
+                seq_offset,
+                ts_offset,
+                start_seq,
+                layout_index,
+            )
+        except BaseException:
+            self._release_layout(layout_index)
+            raise
+        slot = Slot(index, owner, layout_index, srtp_session)
+        self.slots.append(slot)
+        return slot
+
+    def remove(self, slot: Slot) -> None:
+        if slot.index < 0:
+            return
+        moved = self._group.remove(slot.index)
+        if moved >= 0:
+            other = self.slots[moved]
+            other.index = slot.index
+            self.slots[slot.index] = other
+        self.slots.pop()
+        self._release_layout(slot.layout)
+        slot.index = -1
+
+    def set_addr(self, slot: Slot, sock: socket.socket, addr: tuple[str, int]) -> None:
+        self._group.set_addr(slot.index, int(sock.family), addr[0], addr[1])
+
+    def take(self, slot: Slot) -> tuple[int, int, int, int, int]:
+        """(packets, wire bytes, payload bytes, keyframes, errors) since the last take."""
+        return self._group.take(slot.index)
+
+    def start_seq(self, slot: Slot) -> int:
+        return self._group.start_seq(slot.index)
+
+    def error_slots(self) -> list[Slot]:
+        return [self.slots[index] for index in self._group.error_slots()]
+
+    def forward(
+        self,
+        payload: bytes,
+        seq: int,
+        timestamp: int,
+        marker: bool,
+        keyframe: bool,
+        exts: tuple[bytes, ...],
+    ) -> int:
+        """Send one packet to every slot; ``exts[i]`` is the block of ``layouts[i]``.
+        Returns the number of datagrams that failed (counted per slot)."""
+        return self._group.forward(payload, seq, timestamp, marker, keyframe, exts)

@@ -1,0 +1,51 @@
+"""Typing stub of the C fan-out kernel (_fanout.c)."""
+
+BATCH: int
+BUFFER_SIZE: int
+MAX_TRAILER: int
+MAX_SLOTS: int
+
+class Group:
+    def __init__(self, protect: int) -> None: ...
+    def __len__(self) -> int: ...
+    def add(
+        self,
+        ctx: int,
+        fd: int,
+        family: int,
+        host: str,
+        port: int,
+        ssrc: int,
+        payload_type: int,
+        seq_offset: int,
+        ts_offset: int,
+        start_seq: int,
+        layout: int,
+        /,
+    ) -> int: ...
+    def update(
+        self,
+        index: int,
+        ssrc: int,
+        payload_type: int,
+        seq_offset: int,
+        ts_offset: int,
+        start_seq: int,
+        layout: int,
+        /,
+    ) -> None: ...
+    def set_addr(self, index: int, family: int, host: str, port: int, /) -> None: ...
+    def remove(self, index: int, /) -> int: ...
+    def take(self, index: int, /) -> tuple[int, int, int, int, int]: ...
+    def start_seq(self, index: int, /) -> int: ...
+    def error_slots(self) -> list[int]: ...
+    def forward(
+        self,
+        payload: bytes,
+        seq: int,
+        timestamp: int,
+        marker: bool,
+        keyframe: bool,
+        exts: tuple[bytes, ...],
+        /,
+    ) -> int: ...
