@@ -10,7 +10,8 @@ Three modes split the cost of the Python path: ``full`` (everything), ``no-send`
 DownTrack's sendto drops the datagram: rewrite + SRTP) and ``rewrite`` (no SRTP and no send:
 Forwarder + DownTrack only). ``native`` is ``full`` through the native kernel
 (relaycast/native: rewrite + libsrtp + sendmmsg in C, one call per packet for all viewers; the
-first packet of each run, the keyframe that makes a viewer LIVE, still goes through Python).
+first packet of each run, the keyframe that makes a viewer LIVE, still goes through Python);
+``native-no-send`` is the same without the ``sendmmsg`` (rewrite + SRTP in C).
 Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
@@ -64,7 +65,7 @@ from relaycast.sdp.negotiate import (
 PROFILES = {"gcm": "SRTP_AEAD_AES_128_GCM", "cm": "SRTP_AES128_CM_SHA1_80"}
 KEY_SALT = {"gcm": (16, 12), "cm": (16, 14)}
 MODES = ("full", "no-send", "rewrite")  # the default: the Python path, split
-ALL_MODES = (*MODES, "native")  # native when asked for (--modes full,native)
+ALL_MODES = (*MODES, "native", "native-no-send")  # when asked for (--modes full,native)
 
 VIDEO_BPS = 2_500_000
 AUDIO_BPS = 64_000
@@ -166,7 +167,7 @@ def _sink(srtp: SrtpContext, addr: Address, mux: UdpMux, mode: str) -> MediaSink
     return MediaSink(
         protect=_identity if mode == "rewrite" else srtp.protect,
         protect_rtcp=srtp.protect_rtcp,
-        sendto=mux.sock.sendto if mode in ("full", "native") else _null_sendto,
+        sendto=mux.sock.sendto if mode in ("full", "native", "native-no-send") else _null_sendto,
         addr=addr,
         stream=StreamCounters(),
         server=mux.counters,
@@ -203,7 +204,9 @@ class Rig:
         for viewer in self.viewers:
             sink = _sink(viewer.srtp, viewer.addr, self.mux, mode)
             viewer.downtrack.sink, viewer.downtrack._send_rtp = sink, sink.send_rtp
-        self.forwarder.set_native(mode == "native")
+        self.forwarder.set_native(mode.startswith("native"))
+        if self.forwarder.native is not None:
+            self.forwarder.native._group.set_dry_run(mode == "native-no-send")
         self.mode = mode
 
     def packets(self, count: int) -> list[RtpPacket]:
@@ -463,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not counts or any(c < 1 for c in counts) or any(m not in ALL_MODES for m in modes):
         print("--viewers needs positive counts, --modes a subset of " + ",".join(ALL_MODES))
         return 2
-    if "native" in modes and not native.available():
+    if any(m.startswith("native") for m in modes) and not native.available():
         print(f"the native kernel is not built: {native.describe()}")
         return 2
     receivers = bind_receivers(max(1, min(args.receivers, max(counts))))

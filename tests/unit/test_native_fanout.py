@@ -10,6 +10,7 @@ input sequences), and decrypt with the viewer's key.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import secrets
 import socket
@@ -510,7 +511,9 @@ def test_ten_thousand_viewers(udp_pair: tuple[socket.socket, socket.socket]) -> 
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("RELAYCAST_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     payload=st.binary(max_size=2100),

@@ -88,8 +88,7 @@ class Forwarder:
             or downtrack.native is not None
             or downtrack.state is not LIVE
             or downtrack.on_first_keyframe is not None  # the hook runs on the Python path
-            or downtrack not in self.downtracks
-        ):
+        ):  # (LIVE implies it joined this fan-out: connect() added it)
             return
         sink = downtrack.sink
         if not isinstance(sink, MediaSink):

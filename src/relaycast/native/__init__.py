@@ -23,7 +23,7 @@ try:
     from relaycast.native import _fanout
 except ImportError as exc:  # not built (no compiler), or built for another interpreter
     _fanout = None  # type: ignore[assignment]
-    _IMPORT_ERROR = str(exc)
+    _IMPORT_ERROR = f"relaycast.native._fanout did not import, is it built? ({exc})"
 else:
     _IMPORT_ERROR = ""
 
