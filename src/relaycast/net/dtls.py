@@ -82,6 +82,9 @@ class DtlsCertificate:
 
     def _new_context(self) -> SSL.Context:
         ctx = SSL.Context(SSL.DTLS_METHOD)
+        # WebRTC never resumes DTLS sessions; a shared context would otherwise cache every
+        # session's state (OpenSSL keeps up to 20,480), memory an anonymous viewer could fill.
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         # Self-signed certificates are the norm in WebRTC: accept the chain here, verify the
         # fingerprint from the SDP once the handshake is done (RFC 8827 §6.5).
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
