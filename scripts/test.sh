@@ -46,3 +46,8 @@ echo "== mypy"
 
 echo "== pytest"
 "$PYTHON" -m pytest -q "$@"
+
+# The Python fan-out path is the reference and the fallback: the interop tests once more on it.
+echo "== pytest, Python fan-out path (RELAYCAST_NATIVE=0)"
+RELAYCAST_NATIVE=0 "$PYTHON" -m pytest -q "$@" tests/integration/test_aiortc.py \
+  tests/integration/test_ffmpeg.py tests/browser/test_chromium.py

@@ -125,7 +125,12 @@ class ServerFactory:
             args += ["--stream-key", f"{name}={secret}"]
         args += list(extra_args)
 
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYCAST_")}
+        # settings come from the arguments only; RELAYCAST_NATIVE (which fan-out path) passes
+        child_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("RELAYCAST_") or k == "RELAYCAST_NATIVE"
+        }
         child_env["PYTHONPATH"] = os.pathsep.join(
             [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
