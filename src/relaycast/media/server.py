@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +38,25 @@ log = logging.getLogger(__name__)
 
 FAST_TICK = 0.02  # NACK, keyframe-request and transport-cc timer (s)
 SLOW_TICK = 1.0  # reports, consent and statistics timer (s)
+TRIM_INTERVAL = 10.0  # at most this often, give freed heap back to the OS after sessions end (s)
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None elsewhere.
+
+    Each session's OpenSSL and libsrtp state is C heap; after thousands of viewers come and go,
+    glibc keeps the freed pages, so RSS stays at its high-water mark (docs/benchmarks.md,
+    soak). Trimming gives them back; it takes a few milliseconds, so it runs on the slow tick at
+    most every TRIM_INTERVAL, and only when sessions ended since the last time.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
 
 
 class StreamBusy(Exception):
@@ -57,6 +78,8 @@ class MediaServer:
         self.sessions: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[float], None]] = []
+        self._trim = _malloc_trim()
+        self._trimmed = (0.0, 0)  # when, and sessions_closed then
         self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
         self.handshake = DurationHistogram()  # session created -> DTLS connected
 
@@ -124,6 +147,16 @@ class MediaServer:
                 session.send_reports(now)
         for callback in self.on_tick:
             callback(now)
+        self._release_memory(now)
+
+    def _release_memory(self, now: float) -> None:
+        """Give freed C heap back to the OS when sessions ended (see _malloc_trim)."""
+        closed = self.counters.sessions_closed
+        last, closed_then = self._trimmed
+        if self._trim is None or closed == closed_then or now - last < TRIM_INTERVAL:
+            return
+        self._trimmed = (now, closed)
+        self._trim()
 
     # -- sessions -------------------------------------------------------------------------------
 
