@@ -127,6 +127,8 @@ def assert_empty(media: MediaServer) -> None:
     assert media.streams == {}, media.streams
     assert media.ice.by_ufrag == {}, media.ice.by_ufrag
     assert media.mux.by_address == {}, media.mux.by_address
+    assert media.mux.dedicated == 0  # publishers' own sockets are closed
+    assert media.ice.probes == {}
 
 
 async def delete(base: str, location: str, key: str | None = None) -> int:

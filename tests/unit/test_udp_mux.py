@@ -6,6 +6,8 @@ import asyncio
 import socket
 import time
 
+import pytest
+
 from relaycast.net.udp_mux import Address, open_udp_mux
 
 
@@ -47,3 +49,48 @@ async def test_demultiplexing_and_receive_timestamps() -> None:
     # the kernel stamped each datagram when it arrived, before the loop got to it
     assert all(before <= arrival <= after for arrival in arrivals), (before, arrivals, after)
     assert mux.sock is None  # closed
+
+
+async def test_a_dedicated_socket_gets_its_peers_datagrams_whatever_floods_the_port() -> None:
+    """UdpMux.dedicate: the publisher's datagrams arrive on a socket of their own (same port,
+    connected to the publisher), so garbage that fills the shared socket's queue cannot push
+    them out of the kernel."""
+    seen: list[tuple[bytes, Address]] = []
+    mux = await open_udp_mux("127.0.0.1", 0, lambda data, addr: seen.append((data, addr)))
+    assert mux.sock is not None and mux.reuse_port
+    port = mux.sock.getsockname()[1]
+    publisher = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    publisher.bind(("127.0.0.1", 0))
+    flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mux.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny shared queue
+    own = mux.dedicate(publisher.getsockname())
+    try:
+        assert own is not None and own.getsockname() == mux.sock.getsockname()
+        for i in range(2000):  # far more than the shared queue holds, before anyone reads
+            flooder.sendto(b"\x00\x01" + bytes(18), ("127.0.0.1", port))
+            if i % 20 == 0:
+                publisher.sendto(
+                    b"\x00\x01" + i.to_bytes(2, "big") + bytes(16), ("127.0.0.1", port)
+                )
+        await asyncio.sleep(0.2)  # the loop reads both sockets
+        from_publisher = [d for d, a in seen if a == publisher.getsockname()]
+        assert len(from_publisher) == 100, len(from_publisher)  # every one of them
+        assert len(seen) - len(from_publisher) < 2000  # while the shared queue overflowed
+        mux.release(own)
+        mux.release(own)  # idempotent
+        assert mux.dedicated == 0
+    finally:
+        publisher.close()
+        flooder.close()
+        mux.close()
+
+
+async def test_the_media_port_is_not_shared_with_another_server() -> None:
+    """SO_REUSEPORT (for dedicated sockets) must not let a second server bind the same port."""
+    first = await open_udp_mux("127.0.0.1", 0, lambda data, addr: None)
+    assert first.sock is not None
+    try:
+        with pytest.raises(OSError):
+            await open_udp_mux("127.0.0.1", first.sock.getsockname()[1], lambda data, addr: None)
+    finally:
+        first.close()

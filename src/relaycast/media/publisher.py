@@ -27,6 +27,7 @@ class Publisher(Session):
 
     def __init__(self, server: MediaServer, stream: Stream, negotiated: Negotiated) -> None:
         super().__init__(server, stream, negotiated)
+        self.transport.wants_own_socket = True  # its ingress feeds every viewer of the stream
         self.sender_ssrc = secrets.randbits(32) | 1
         self.cname = secrets.token_hex(8)
         self.ingress = IngressLeg(

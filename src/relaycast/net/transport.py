@@ -22,8 +22,10 @@ validates at most :data:`MAX_ADDRESSES` addresses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import struct
 import time
 from collections import OrderedDict
@@ -72,6 +74,10 @@ class PeerTransport:
         #: the peer's ICE ufrag and pwd (they change with an ICE restart)
         self._remote_credentials = remote_credentials
         self._probe: tuple[bytes, Address, float] | None = None  # (transaction, where, when)
+        #: once connected, read this peer's datagrams from a socket of its own (publishers:
+        #: a flood on the shared socket must not cost the stream its packets, UdpMux.dedicate)
+        self.wants_own_socket = False
+        self._own_socket: socket.socket | None = None
         self._ice = ice
         self.counters = counters
         self._on_rtp = on_rtp
@@ -193,6 +199,20 @@ class PeerTransport:
         self.addr = addr
         if self.sink is not None:
             self.sink.addr = addr
+            if self.wants_own_socket:
+                self._dedicate()
+
+    def _dedicate(self) -> None:
+        """Keep the peer's own socket connected to its current address."""
+        own, addr = self._own_socket, self.addr
+        if own is not None:
+            with contextlib.suppress(OSError):
+                if own.getpeername()[:2] == addr:
+                    return
+            self.mux.release(own)
+            self._own_socket = None
+        if addr is not None and not self.closed:
+            self._own_socket = self.mux.dedicate(addr)
 
     # -- DTLS -----------------------------------------------------------------------------------
 
@@ -231,6 +251,8 @@ class PeerTransport:
             server=self.mux.counters,
             srtp=srtp,
         )
+        if self.wants_own_socket:
+            self._dedicate()
         log.debug(
             "dtls connected (%s) with %s after %.3f s",
             keys.profile,
@@ -359,6 +381,9 @@ class PeerTransport:
             self._ice.forget_probe(self._probe[0])
             self._probe = None
         self.srtp = None
+        if self._own_socket is not None:
+            self.mux.release(self._own_socket)
+            self._own_socket = None
         if self.sink is not None:
             self.sink.fold()
         self._on_closed(reason)

@@ -53,6 +53,9 @@ class UdpMux:
         self.by_address: dict[Address, PeerTransport] = {}
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the media socket has SO_REUSEPORT, so publishers can get a socket of their own
+        self.reuse_port = False
+        self.dedicated = 0  # dedicated sockets open
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -62,9 +65,10 @@ class UdpMux:
         self._loop = loop
         loop.add_reader(sock.fileno(), self.read_ready)
 
-    def read_ready(self) -> None:
-        """Event-loop callback: read what is queued (bounded) and dispatch each datagram."""
-        sock = self.sock
+    def read_ready(self, sock: socket.socket | None = None) -> None:
+        """Event-loop callback: read what is queued on the media socket (or a dedicated one),
+        a bounded number, and dispatch each datagram."""
+        sock = sock or self.sock
         if sock is None:
             return
         for _ in range(READS_PER_WAKEUP):
@@ -136,6 +140,42 @@ class UdpMux:
         if self.by_address.get(addr[:2]) is peer:
             del self.by_address[addr[:2]]
 
+    # -- dedicated sockets ----------------------------------------------------------------------
+
+    def dedicate(self, addr: Address) -> socket.socket | None:
+        """A socket of its own for the datagrams from ``addr`` (a publisher's media address).
+
+        It is bound to the media port too (SO_REUSEPORT: the same user only) and connected to
+        ``addr``; Linux delivers a datagram to the connected socket whose 4-tuple matches before
+        the unconnected one, so a flood of garbage that fills the main socket's queue cannot
+        push the publisher's packets out of the kernel, and each socket gets its share of reads
+        per event-loop turn. None where that is not possible (then all stays on one socket).
+        """
+        main, loop = self.sock, self._loop
+        if main is None or loop is None or not self.reuse_port:
+            return None
+        sock = _media_socket(main.family)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(main.getsockname())
+            sock.connect(addr)
+        except OSError as exc:
+            log.debug("no dedicated socket for %s: %s", addr, exc)
+            sock.close()
+            return None
+        loop.add_reader(sock.fileno(), self.read_ready, sock)
+        self.dedicated += 1
+        return sock
+
+    def release(self, sock: socket.socket) -> None:
+        """Close a socket :meth:`dedicate` made (idempotent)."""
+        if sock.fileno() < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        self.dedicated -= 1
+
     def close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is None:
@@ -159,6 +199,29 @@ async def open_udp_mux(
     """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = (host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port)
+    reuse_port = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
+    if reuse_port:
+        # SO_REUSEPORT would let a second server share the port silently: see that the port is
+        # free first, as a plain bind would (EADDRINUSE), then bind for real.
+        with _media_socket(family) as probe:
+            probe.bind(address)
+            address = probe.getsockname()[:2]  # the port the kernel chose, when 0 was asked
+    sock = _media_socket(family)
+    if reuse_port:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        except OSError:
+            reuse_port = False
+    sock.bind(address)
+    mux = UdpMux(on_stun, counters)
+    mux.reuse_port = reuse_port
+    mux.start(sock, loop)
+    return mux
+
+
+def _media_socket(family: int) -> socket.socket:
+    """A non-blocking UDP socket with large buffers and kernel receive timestamps."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
     for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -167,7 +230,4 @@ async def open_udp_mux(
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    sock.bind((host or "0.0.0.0", port))
-    mux = UdpMux(on_stun, counters)
-    mux.start(sock, loop)
-    return mux
+    return sock
