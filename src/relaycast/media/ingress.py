@@ -92,11 +92,6 @@ class RembFeedback:
         return {"estimate_bps": self.estimator.estimate, "loss": self.estimator.loss}
 
 
-def _conforms(track: Track, twcc: TwccFeedback, remb: RembFeedback) -> list[Feedback]:
-    """mypy checks here that the leg's components speak the Feedback protocol."""
-    return [track, twcc, remb]
-
-
 class IngressLeg:
     """Routes a publisher's packets to Tracks by SSRC (or payload type for unsignalled SSRCs)."""
 
@@ -276,14 +271,20 @@ class IngressLeg:
             packets.extend(self.remb.poll(now))
         return [serialize_compound(packets)]  # type: ignore[arg-type]
 
+    def components(self) -> list[Feedback]:
+        """The leg's feedback components (one Track per SSRC, transport-cc or REMB)."""
+        out: list[Feedback] = list(self.tracks.values())
+        if self.twcc is not None:
+            out.append(self.twcc)
+        if self.remb is not None:
+            out.append(self.remb)
+        return out
+
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"tracks": len(self.tracks), "rtt": self.rtt}
-        for track in self.tracks.values():
-            out.update({f"{track.kind}_{k}": v for k, v in track.stats().items()})
-        if self.twcc is not None:
-            out.update({f"twcc_{k}": v for k, v in self.twcc.stats().items()})
-        if self.remb is not None:
-            out.update({f"remb_{k}": v for k, v in self.remb.stats().items()})
+        for component in self.components():
+            name = getattr(component, "kind", type(component).__name__.lower())
+            out.update({f"{name}_{k}": v for k, v in component.stats().items()})
         return out
 
     def close(self) -> None:
