@@ -117,6 +117,19 @@ async def test_an_address_another_live_session_holds_is_not_taken_over(
     assert udp.by_address[PEER] is intruder
 
 
+async def test_a_silent_sessions_address_goes_to_the_new_session_and_ends_the_old(
+    mux: tuple[UdpMux, IceLite],
+) -> None:
+    """A NAT gave a vanished peer's port to a new client: after 2 s of silence it may have it."""
+    udp, ice = mux
+    old, new = transport(udp, ice), transport(udp, ice)
+    ice.on_stun(binding(old, nominate=True), PEER)
+    old.last_heard_us -= 3_000_000  # silent for 3 s
+    ice.on_stun(binding(new, nominate=True), PEER)
+    assert udp.by_address[PEER] is new and new.addr == PEER
+    assert old.closed and "taken over" in old.close_reason
+
+
 async def test_a_session_validates_a_bounded_number_of_addresses(
     mux: tuple[UdpMux, IceLite],
 ) -> None:

@@ -158,8 +158,11 @@ class PeerTransport:
         return time.time_ns() // 1000 - self.last_heard_us < ADDRESS_HOLD_US
 
     def release(self, addr: Address) -> None:
-        """Another session validated ``addr`` after we stopped hearing from it there."""
+        """Another session validated ``addr`` after we stopped hearing from it there: a NAT or
+        OS gave our peer's port to someone else, so a session whose media went there is over."""
         self._validated.discard(addr)
+        if addr == self.addr:
+            self.close("its address was taken over by a new session")
 
     def on_binding(self, addr: Address, ufrag: str, use_candidate: bool) -> None:
         """A fresh, answered Binding request from validated ``addr`` (RFC 8445 §7.3.1.4-5)."""
