@@ -489,3 +489,16 @@ def test_garbage_flood_does_not_hurt_viewers(server_factory: ServerFactory) -> N
         f"the server counted {dropped:.0f} drops/rejections of "
         f"{result['garbage_datagrams']} garbage datagrams: {result['server_drop_counters']}"
     )
+
+
+def test_media_socket_binds_the_http_host(server_factory: ServerFactory) -> None:
+    """The media socket listens where ``--host`` says (127.0.0.1 here), not on every interface
+    (it used to bind 0.0.0.0 whatever the host)."""
+    import psutil
+
+    srv = server_factory.start()
+    process = psutil.Process(srv.proc.pid)
+    connections = getattr(process, "net_connections", process.connections)  # psutil < 6
+    sockets = [c.laddr for c in connections(kind="udp") if c.laddr and c.laddr[1] == srv.udp_port]
+    assert sockets, "no media socket on the UDP port"
+    assert {addr[0] for addr in sockets} == {"127.0.0.1"}, sockets
