@@ -47,7 +47,11 @@ class Server:
             "--public-ip", "127.0.0.1", "--no-host-candidates",
             "--stream-key", f"live={self.key}", *LOAD_TEST_LIMITS, *(extra or []),
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYCAST_")}
+        env = {  # settings come from the arguments; the fan-out path under test passes
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("RELAYCAST_") or k == "RELAYCAST_NATIVE"
+        }
         env["PYTHONPATH"] = str(SRC)
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             args, stdout=self._log, stderr=self._log, env=env, cwd=ROOT

@@ -90,7 +90,13 @@ def _free_port(kind: int) -> int:
 def _child_env() -> dict[str, str]:
     import relaycast
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYCAST_")}
+    # the server takes its settings from the command line; RELAYCAST_NATIVE (the fan-out path
+    # under test) passes
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RELAYCAST_") or k == "RELAYCAST_NATIVE"
+    }
     src = str(Path(relaycast.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
