@@ -41,8 +41,6 @@ class Session:
         self.connected_at: float | None = None
         self.closed = False
         self.close_reason = ""
-        self.rtcp_in = 0
-        self.bad_packets = 0
         self.counters = stream.counters
         self.transport = PeerTransport(
             mux=server.mux,
@@ -76,14 +74,12 @@ class Session:
 
     def on_rtcp(self, data: bytes) -> None:
         """A decrypted RTCP compound packet from the peer: parsed once, malformed ones counted."""
-        self.rtcp_in += 1
         now = time.monotonic()
         if not self.admit_rtcp(now):
             return
         try:
             packets = parse_compound(data)
         except ValueError:
-            self.bad_packets += 1
             self.counters.bad_packets += 1
             return
         self.on_rtcp_packets(packets, now)

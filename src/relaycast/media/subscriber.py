@@ -83,8 +83,7 @@ class Subscriber(Session):
         self.egress.connect(sink)
 
     def on_rtp(self, data: bytes, arrival_us: int) -> None:
-        self.bad_packets += 1  # viewers are receive-only
-        self.counters.bad_packets += 1
+        self.counters.bad_packets += 1  # viewers are receive-only
 
     def admit_rtcp(self, now: float) -> bool:
         return self.egress.admit_rtcp(now)

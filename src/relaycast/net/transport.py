@@ -101,7 +101,6 @@ class PeerTransport:
         self.sink: MediaSink | None = None
         self.closed = False
         self.close_reason = ""
-        self.rtp_in = 0
         self._timer: asyncio.TimerHandle | None = None
         self.dtls = DtlsEndpoint(
             certificate,
@@ -303,7 +302,6 @@ class PeerTransport:
         if rtcp:
             self._on_rtcp(plain)
         else:
-            self.rtp_in += 1
             self._on_rtp(plain, arrival_us)
 
     def send_rtcp(self, packet: bytes) -> None:
