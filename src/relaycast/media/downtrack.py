@@ -90,6 +90,22 @@ INCOMPATIBLE = DownTrackState.INCOMPATIBLE
 CLOSED = DownTrackState.CLOSED
 
 
+class _KernelCounter:
+    """A DownTrack counter the native kernel may hold part of: reading it takes that part in
+    first (``DownTrack.native_drain``); the hot path adds to the ``_name`` attribute directly."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = f"_{name}"
+
+    def __get__(self, downtrack: DownTrack | None, owner: type | None = None) -> int:
+        if downtrack is None:
+            raise AttributeError(f"{self._attr[1:]} is a DownTrack instance counter")
+        if downtrack.native is not None:
+            downtrack.native_drain()
+        value: int = getattr(downtrack, self._attr)
+        return value
+
+
 class DownTrack:
     """Rewrites one Forwarder's packets for one viewer and sends them through its sink."""
 
@@ -167,45 +183,10 @@ class DownTrack:
         """The sink's peer moved: the kernel sends there from now on."""
         self.forwarder.native_moved(self, addr)
 
-    @property
-    def packets_sent(self) -> int:
-        if self.native is not None:
-            self.native_drain()
-        return self._packets_sent
-
-    @packets_sent.setter
-    def packets_sent(self, value: int) -> None:
-        self._packets_sent = value
-
-    @property
-    def payload_bytes(self) -> int:
-        if self.native is not None:
-            self.native_drain()
-        return self._payload_bytes
-
-    @payload_bytes.setter
-    def payload_bytes(self, value: int) -> None:
-        self._payload_bytes = value
-
-    @property
-    def send_errors(self) -> int:
-        if self.native is not None:
-            self.native_drain()
-        return self._send_errors
-
-    @send_errors.setter
-    def send_errors(self, value: int) -> None:
-        self._send_errors = value
-
-    @property
-    def keyframes_sent(self) -> int:
-        if self.native is not None:
-            self.native_drain()
-        return self._keyframes_sent
-
-    @keyframes_sent.setter
-    def keyframes_sent(self, value: int) -> None:
-        self._keyframes_sent = value
+    packets_sent = _KernelCounter()
+    payload_bytes = _KernelCounter()
+    send_errors = _KernelCounter()
+    keyframes_sent = _KernelCounter()
 
     @property
     def started(self) -> bool:
