@@ -124,32 +124,22 @@ class MediaSink:
         for owner in list(self.native_owners):
             owner.native_moved(addr)
 
+    # totals, with what the native kernel sent for this sink's DownTracks taken in first
+
     @property
     def packets(self) -> int:
         self._drain()
         return self._packets
-
-    @packets.setter
-    def packets(self, value: int) -> None:
-        self._packets = value
 
     @property
     def bytes(self) -> int:
         self._drain()
         return self._bytes
 
-    @bytes.setter
-    def bytes(self, value: int) -> None:
-        self._bytes = value
-
     @property
     def errors(self) -> int:
         self._drain()
         return self._errors
-
-    @errors.setter
-    def errors(self, value: int) -> None:
-        self._errors = value
 
     # -- the Python path ----------------------------------------------------------------------
 
