@@ -12,14 +12,19 @@ Forwarder + DownTrack only). ``native`` is ``full`` through the native kernel
 (relaycast/native: rewrite + libsrtp + sendmmsg in C, one call per packet for all viewers; the
 first packet of each run, the keyframe that makes a viewer LIVE, still goes through Python);
 ``native-no-send`` is the same without the ``sendmmsg`` (rewrite + SRTP in C).
+``probe`` (opt-in, needs gcc and libcrypto) compiles and runs bench/limit_probe.c, a raw limit
+with no relaycast code and no bookkeeping: a 12-byte header rewrite, the payload copy,
+AES-128-GCM with OpenSSL's EVP API and ``sendmmsg`` of up to 64 datagrams, per viewer; the
+table then shows native/probe, how far the kernel is from that floor.
 Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
     python bench/fanout.py --viewers 1,10,50,200,500 --packets 2000 --profile gcm
+    python bench/fanout.py --viewers 1,50,200,500 --modes full,native,probe --repeats 3
 
 The last line printed is ``fanout_us_per_packet_per_viewer=<µs>`` (200 viewers, or the largest
 count run; the ``native`` column when it was measured and the kernel is enabled, else ``full``)
-for scripts.
+for scripts (never the probe's).
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import secrets
+import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +74,9 @@ from relaycast.sdp.negotiate import (
 PROFILES = {"gcm": "SRTP_AEAD_AES_128_GCM", "cm": "SRTP_AES128_CM_SHA1_80"}
 KEY_SALT = {"gcm": (16, 12), "cm": (16, 14)}
 MODES = ("full", "no-send", "rewrite")  # the default: the Python path, split
-ALL_MODES = (*MODES, "native", "native-no-send")  # when asked for (--modes full,native)
+# when asked for (--modes full,native,probe)
+ALL_MODES = (*MODES, "native", "native-no-send", "probe")
+PROBE_SOURCE = Path(__file__).with_name("limit_probe.c")
 
 VIDEO_BPS = 2_500_000
 AUDIO_BPS = 64_000
@@ -73,6 +84,7 @@ FPS = 30
 PAYLOAD_MIN, PAYLOAD_MAX = 1100, 1200
 KEYFRAME_EVERY = 60  # frames (2 s)
 OPUS_PAYLOAD = AUDIO_BPS // 8 // 50  # 20 ms frames: 160 bytes, 50 packets per second
+PROBE_PAYLOAD = (PAYLOAD_MIN + PAYLOAD_MAX) // 2  # the probe sends one size, the mean
 
 # The publisher's extension ids (as Chrome offers them) and a viewer's negotiated layout.
 SOURCE_EXT_IDS = {URI_SDES_MID: 4, URI_ABS_SEND_TIME: 2, URI_TRANSPORT_CC: 3}
@@ -419,6 +431,58 @@ def measure(
     )
 
 
+# -- the raw limit probe (bench/limit_probe.c) ----------------------------------------------------
+
+
+def build_probe(directory: Path) -> tuple[Path | None, str]:
+    """Compile bench/limit_probe.c into ``directory``: (the binary, "") or (None, why not)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None, "gcc not found"
+    binary = directory / "limit_probe"
+    try:
+        done = subprocess.run(
+            [gcc, "-O2", "-Wall", "-o", str(binary), str(PROBE_SOURCE), "-lcrypto"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"gcc failed to run: {exc}"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        why = (
+            "libcrypto (OpenSSL headers or library) missing? "
+            if any("openssl" in line or "lcrypto" in line for line in lines)
+            else ""
+        )
+        return None, f"{why}gcc exited {done.returncode}: " + " / ".join(lines[-3:])
+    return binary, ""
+
+
+def run_probe(
+    binary: Path, viewers: int, packets: int, repeats: int, receivers: int
+) -> tuple[float, float, list[float]]:
+    """(median wall µs, median CPU µs, the runs) per packet per viewer from the probe."""
+    done = subprocess.run(
+        [
+            str(binary),
+            *("-n", str(viewers), "-p", str(packets), "-r", str(repeats)),
+            *("-k", str(receivers), "-s", str(PROBE_PAYLOAD)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"limit_probe exited {done.returncode}: {done.stderr.strip()}")
+    values = dict(re.findall(r"^(\w+)=(\S+)$", done.stdout, re.MULTILINE))
+    runs = [float(v) for v in values["runs_us_per_packet_per_viewer"].split(",")]
+    wall = float(values["probe_us_per_packet_per_viewer"])
+    return wall, float(values["cpu_us_per_packet_per_viewer"]), runs
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -469,6 +533,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(m.startswith("native") for m in modes) and not native.available():
         print(f"the native kernel is not built: {native.describe()}")
         return 2
+    if "probe" in modes and all(m == "probe" for m in modes):
+        print("probe is a reference for the other modes: e.g. --modes full,native,probe")
+        return 2
+    probe_dir = None
+    probe = None
+    if "probe" in modes:
+        probe_dir = tempfile.TemporaryDirectory(prefix="relaycast-probe-")
+        probe, why = build_probe(Path(probe_dir.name))
+        if probe is None:
+            print(f"probe skipped: cannot build {PROBE_SOURCE.name} ({why})")
+            modes.remove("probe")
+    rig_modes = [m for m in modes if m != "probe"]
+    ratio = "native" in modes and probe is not None
     receivers = bind_receivers(max(1, min(args.receivers, max(counts))))
     addrs: list[Address] = [s.getsockname()[:2] for s in receivers]
     stop = multiprocessing.Event()
@@ -495,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):
         print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     header = f"{'viewers':>8} {'packets':>8}" + "".join(f" {m:>9}" for m in modes)
+    if ratio:
+        header += f" {'native/probe':>12}"
     header += f" {'srtp':>6} {'sendto':>6} {'viewers/core':>12} {'send errs':>9}"
     header += "  | CPU time:" + "".join(f" {m:>8}" for m in modes)
     print(header)
@@ -504,9 +583,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for count in counts:
             rig = build_rig(count, args.profile, addrs)
             packets = max(50, min(args.packets, args.max_sends // count))
-            result = measure(rig, packets, args.repeats, modes)
+            result = measure(rig, packets, args.repeats, rig_modes)
+            if probe is not None:
+                wall, cpu, runs = run_probe(probe, count, packets, args.repeats, len(receivers))
+                result.us["probe"], result.cpu_us["probe"], result.runs["probe"] = wall, cpu, runs
             results.append(result)
             row = f"{count:>8} {packets:>8}" + "".join(f" {result.us[m]:>9.2f}" for m in modes)
+            if ratio:
+                row += f" {result.us['native'] / result.us['probe']:>11.2f}x"
             srtp = result.us.get("no-send", 0) - result.us.get("rewrite", 0)
             send = result.us.get("full", 0) - result.us.get("no-send", 0)
             row += f" {srtp:>6.2f} {send:>6.2f} {result.viewers_per_core:>12.0f}"
@@ -523,12 +607,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 drainer.terminate()
         for sock in receivers:
             sock.close()
+        if probe_dir is not None:
+            probe_dir.cleanup()
     drops_after = udp_rcvbuf_errors()
     drops = None if drops_before is None or drops_after is None else drops_after - drops_before
     print(
         "(srtp = no-send - rewrite, sendto = full - no-send: differences of wall medians; "
         "CPU time = this thread's CPU, lower than wall when the machine is shared)"
     )
+    if probe is not None:
+        print(
+            "(probe = bench/limit_probe.c, a separate process after each count's runs: header "
+            "rewrite + copy + AES-128-GCM (OpenSSL EVP) + sendmmsg, no relaycast code, no "
+            "bookkeeping)"
+        )
     if drops is not None:
         print(f"receiver-side kernel drops (UDP RcvbufErrors, whole host): {drops}")
     headline = next((r for r in results if r.viewers == 200), results[-1])
