@@ -72,6 +72,18 @@ class ExtLayout:
         profile, block = build_extensions(values)
         return 0x90, _EXT_HEADER.pack(profile, len(block) // 4) + block
 
+    def tail(
+        self,
+        packet: RtpPacket,
+        source_ids: dict[str, int],
+        tails: dict[int, tuple[int, bytes, bytes]],
+    ) -> tuple[int, bytes, bytes]:
+        """(first header byte, extension block, block + payload) for ``packet``, built once per
+        packet and kept in ``tails`` (by layout identity) for every viewer with this layout."""
+        b0, ext = self.build(packet, source_ids)
+        tail = tails[id(self)] = (b0, ext, ext + packet.payload)
+        return tail
+
 
 class DownTrackState(enum.Enum):
     IDLE = "idle"  # the viewer is not connected: not in the fan-out
@@ -297,8 +309,7 @@ class DownTrack:
         tail = tails.get(id(layout))
         if tail is None:
             source = self.forwarder.source
-            b0, ext = layout.build(packet, source.ext_ids if source is not None else {})
-            tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
+            tail = layout.tail(packet, source.ext_ids if source is not None else {}, tails)
         if not self._send_rtp(
             _HEADER.pack(
                 tail[0],

@@ -234,8 +234,7 @@ class Forwarder:
             tail = tails.get(id(layout))
             if tail is None:
                 assert isinstance(layout, ExtLayout)
-                b0, ext = layout.build(packet, ids)
-                tail = tails[id(layout)] = (b0, ext, ext + packet.payload)
+                tail = layout.tail(packet, ids, tails)
             exts.append(tail[1])
         try:
             errors = group.forward(
