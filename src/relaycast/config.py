@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +24,7 @@ __all__ = [
     "ENV_PREFIX",
     "LOG_LEVELS",
     "MIN_KEYFRAME_INTERVAL",
+    "MIN_TOKEN_SECRET_BYTES",
     "STREAM_NAME_RE",
     "Config",
     "ConfigError",
@@ -40,6 +41,11 @@ ENV_PREFIX = "RELAYCAST_"
 #: Smallest ``keyframe_interval``: below it, viewers could make the publisher send keyframes
 #: back to back (0 used to disable coalescing altogether).
 MIN_KEYFRAME_INTERVAL = 0.1
+#: Shortest ``token_secret``: an HS256 key shorter than the hash output (32 bytes) is weaker
+#: than the algorithm (RFC 7518 §3.2).
+MIN_TOKEN_SECRET_BYTES = 32
+#: Default lifetime of TURN REST credentials handed to clients (seconds).
+DEFAULT_TURN_TTL = 86400
 #: Whole-number settings that must be >= 1.
 _LIMIT_COUNTS = (
     "max_sessions",
@@ -97,6 +103,16 @@ class Config:
     bad_key_limit: int = 10
     bad_key_window: float = 60.0
     trust_proxy: bool = False
+    # HTTPS: a PEM certificate chain and key (reloaded on SIGHUP), or a self-signed one.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_self_signed: bool = False
+    # Private streams: WHEP needs a viewer token (JWT HS256 signed with token_secret).
+    private_streams: tuple[str, ...] = ()
+    token_secret: str | None = field(default=None, repr=False)
+    # TURN REST credentials (coturn use-auth-secret) for the turn:/turns: ice_servers.
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl: int = DEFAULT_TURN_TTL
 
     def __post_init__(self) -> None:
         # Normalise containers so the object is truly immutable, whatever the caller passed.
@@ -150,6 +166,88 @@ class Config:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
+        self._check_internet_settings()
+
+    def _check_internet_settings(self) -> None:
+        """TLS, private streams and TURN credentials (issue 11)."""
+        object.__setattr__(self, "private_streams", tuple(dict.fromkeys(self.private_streams)))
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(
+                "tls_cert (--tls-cert) and tls_key (--tls-key) go together: give both PEM "
+                "files, the certificate chain and its private key"
+            )
+        if not isinstance(self.tls_self_signed, bool):
+            raise ConfigError(
+                f"{_spell('tls_self_signed')} must be true or false, got {self.tls_self_signed!r}"
+            )
+        if self.tls_self_signed and self.tls_cert:
+            raise ConfigError(
+                "--tls-self-signed and --tls-cert/--tls-key exclude each other: "
+                "use your certificate, or let relaycast make one"
+            )
+        for name in self.private_streams:
+            if not isinstance(name, str) or not valid_stream_name(name):
+                raise ConfigError(
+                    f"private_streams (--private-stream / RELAYCAST_PRIVATE_STREAM): stream "
+                    f"name {name!r} is invalid; use 1-64 letters, digits, '_' or '-'"
+                )
+            if self.stream_keys and name not in self.stream_keys:
+                raise ConfigError(
+                    f"private stream {name!r} has no publish key, so nobody could publish it; "
+                    f"add --stream-key {name}=SECRET"
+                )
+        for secret_name in ("token_secret", "turn_secret"):
+            value = getattr(self, secret_name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{_spell(secret_name)} must not be empty")
+        if self.private_streams and self.token_secret is None:
+            raise ConfigError(
+                f"private stream(s) {', '.join(self.private_streams)} need a token secret to "
+                "check viewer tokens: set --token-secret (RELAYCAST_TOKEN_SECRET, TOML "
+                "token_secret) to a random string of at least "
+                f"{MIN_TOKEN_SECRET_BYTES} characters"
+            )
+        if (
+            self.token_secret is not None
+            and len(self.token_secret.encode("utf-8", "surrogatepass")) < MIN_TOKEN_SECRET_BYTES
+        ):
+            raise ConfigError(
+                f"{_spell('token_secret')} must be at least {MIN_TOKEN_SECRET_BYTES} bytes "
+                "(an HS256 key shorter than its hash is weaker than the algorithm, RFC 7518 "
+                "§3.2); make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if isinstance(self.turn_ttl, bool) or not isinstance(self.turn_ttl, int):
+            raise ConfigError(f"{_spell('turn_ttl')} must be whole seconds, got {self.turn_ttl!r}")
+        if self.turn_ttl < 60:
+            raise ConfigError(
+                f"{_spell('turn_ttl')} must be at least 60 seconds, got {self.turn_ttl!r}"
+            )
+        if self.turn_secret is not None and not self.turn_urls():
+            raise ConfigError(
+                "turn_secret (--turn-secret) makes credentials for TURN servers, but no "
+                "--ice-server is a turn: or turns: URL; add e.g. "
+                "--ice-server turn:turn.example.org:3478"
+            )
+
+    # -- TLS, private streams, TURN -------------------------------------------------------
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when the HTTP side serves HTTPS (a configured or a self-signed certificate)."""
+        return bool(self.tls_cert) or self.tls_self_signed
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS on, else ``http``."""
+        return "https" if self.tls_enabled else "http"
+
+    def is_private(self, stream: str) -> bool:
+        """True when viewers of *stream* need a token."""
+        return stream in self.private_streams
+
+    def turn_urls(self) -> tuple[str, ...]:
+        """The ``turn:``/``turns:`` URLs among ``ice_servers``."""
+        return tuple(u for u in self.ice_servers if u.startswith(("turn:", "turns:")))
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -353,8 +451,14 @@ _SCALARS: dict[str, Any] = {
     "bad_key_limit": _as_int,
     "bad_key_window": _as_float,
     "trust_proxy": _as_bool,
+    "tls_cert": _as_str,
+    "tls_key": _as_str,
+    "tls_self_signed": _as_bool,
+    "token_secret": _as_str,
+    "turn_secret": _as_str,
+    "turn_ttl": _as_int,
 }
-_LISTS = ("public_ips", "ice_servers")
+_LISTS = ("public_ips", "ice_servers", "private_streams")
 
 # Flag dest (argparse) -> Config field.
 _FLAG_DESTS = {
@@ -381,9 +485,22 @@ _FLAG_DESTS = {
     "bad_key_limit": "bad_key_limit",
     "bad_key_window": "bad_key_window",
     "trust_proxy": "trust_proxy",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "tls_self_signed": "tls_self_signed",
+    "private_stream": "private_streams",
+    "private_streams": "private_streams",
+    "token_secret": "token_secret",
+    "turn_secret": "turn_secret",
+    "turn_ttl": "turn_ttl",
 }
 # TOML keys accept the flag spelling and the field spelling.
-_TOML_KEYS = {**_FLAG_DESTS, "stream_keys": "stream_keys", "stream_key": "stream_keys"}
+_TOML_KEYS = {
+    **_FLAG_DESTS,
+    "stream_keys": "stream_keys",
+    "stream_key": "stream_keys",
+    "streams": "streams",
+}
 # Environment variable -> Config field.
 _ENV_VARS = {
     "RELAYCAST_HOST": "host",
@@ -407,6 +524,13 @@ _ENV_VARS = {
     "RELAYCAST_BAD_KEY_LIMIT": "bad_key_limit",
     "RELAYCAST_BAD_KEY_WINDOW": "bad_key_window",
     "RELAYCAST_TRUST_PROXY": "trust_proxy",
+    "RELAYCAST_TLS_CERT": "tls_cert",
+    "RELAYCAST_TLS_KEY": "tls_key",
+    "RELAYCAST_TLS_SELF_SIGNED": "tls_self_signed",
+    "RELAYCAST_PRIVATE_STREAM": "private_streams",
+    "RELAYCAST_TOKEN_SECRET": "token_secret",
+    "RELAYCAST_TURN_SECRET": "turn_secret",
+    "RELAYCAST_TURN_TTL": "turn_ttl",
 }
 ENV_STREAM_KEY = "RELAYCAST_STREAM_KEY"
 ENV_CONFIG = "RELAYCAST_CONFIG"
@@ -448,9 +572,54 @@ def _from_toml(path: str) -> dict[str, object]:
                 _check_key_pair(name, secret, where)
                 keys[name] = secret
             settings["stream_keys"] = keys
+        elif field_name == "streams":
+            _stream_tables(value, where, settings)
         else:
             settings[field_name] = _parse_setting(field_name, value, where)
+    from_tables = settings.pop(_PRIVATE_FROM_TABLES, None)
+    if isinstance(from_tables, list):
+        listed = settings.get("private_streams", ())
+        assert isinstance(listed, tuple)
+        settings["private_streams"] = (*listed, *from_tables)
     return settings
+
+
+_PRIVATE_FROM_TABLES = "_private_from_tables"
+
+
+def _stream_private(settings: dict[str, object], name: str, value: object, where: str) -> None:
+    if _as_bool(value, where):
+        names = settings.setdefault(_PRIVATE_FROM_TABLES, [])
+        assert isinstance(names, list)
+        names.append(name)
+
+
+#: Per-stream TOML options (``[streams.NAME] option = value``): option -> handler that puts
+#: the value into the settings.  Each feature adds its own option here.
+_STREAM_OPTIONS: dict[str, Callable[[dict[str, object], str, object, str], None]] = {
+    "private": _stream_private,
+}
+
+
+def _stream_tables(value: object, where: str, settings: dict[str, object]) -> None:
+    """``[streams.NAME]`` tables: per-stream options (``private = true`` ...)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table of tables, e.g. [streams.live] private = true")
+    for name, options in value.items():
+        if not valid_stream_name(name):
+            raise ConfigError(
+                f"{where}: stream name {name!r} is invalid; use 1-64 letters, digits, '_' or '-'"
+            )
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}.{name} must be a table, e.g. [streams.{name}]")
+        for option, option_value in options.items():
+            handler = _STREAM_OPTIONS.get(option)
+            if handler is None:
+                raise ConfigError(
+                    f"{where}.{name}: unknown option {option!r}; known options are "
+                    f"{', '.join(sorted(_STREAM_OPTIONS))}"
+                )
+            handler(settings, name, option_value, f"{where}.{name}.{option}")
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, object]:
