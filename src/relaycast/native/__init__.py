@@ -1,23 +1,35 @@
 """The native fan-out kernel and its Python face.
 
-:class:`NativeGroup` holds the LIVE viewers of one Forwarder as *slots* of the C kernel
+:class:`NativeGroup` holds the started viewers of one Forwarder as *slots* of the C kernel
 (``_fanout.c``): per source packet one :meth:`NativeGroup.forward` call rewrites the RTP header
-for every slot, protects it with libsrtp (the ``srtp_protect`` pylibsrtp already loaded, and each
-viewer's own ``srtp_t``) and sends the datagrams with ``sendmmsg``, the GIL released. The
-Python path (``DownTrack.send`` -> ``MediaSink.send_rtp``) stays the reference and the fallback:
-it is used when the extension did not build or ``RELAYCAST_NATIVE=0``.
+for every LIVE slot, protects it with libsrtp (the ``srtp_protect`` pylibsrtp already loaded, and
+each viewer's own ``srtp_t``) and sends the datagrams with ``sendmmsg``, the GIL released.
+:meth:`NativeGroup.replay` (fast start: a chunk of the cached GOP to a slot added *paused*,
+which ``forward`` skips until the viewer has caught up) and :meth:`NativeGroup.resend` (the
+answers to one NACK, RFC 4585 §6.2.1, as RFC 4588 RTX when negotiated) send a list of packets
+to one slot in one call the same way. The Python path (``DownTrack.send``,
+``DownTrack.on_nack`` -> ``MediaSink.send_rtp``) stays the reference and the fallback: it is
+used when the extension did not build or ``RELAYCAST_NATIVE=0``.
 
-Counters are kept per slot in C and taken (read and reset) by :meth:`NativeGroup.take` whenever
-someone reads them (``DownTrack`` and ``MediaSink`` properties), so the hot path touches none
-of them in Python.
+``forward``'s counters are kept per slot in C and taken (read and reset) by
+:meth:`NativeGroup.take` whenever someone reads them (``DownTrack`` and ``MediaSink``
+properties), so the hot path touches none of them in Python; ``replay`` and ``resend`` return
+the counts of their call.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 
-__all__ = ["NativeGroup", "Slot", "available", "describe", "enabled"]
+__all__ = ["Counts", "Item", "NativeGroup", "Slot", "available", "describe", "enabled"]
+
+#: one packet of a :meth:`NativeGroup.replay` / :meth:`NativeGroup.resend` list:
+#: (payload, source sequence number, source timestamp, marker, keyframe, extension block)
+Item = tuple[bytes, int, int, bool, bool, bytes]
+#: (packets, wire bytes, payload bytes, keyframes, errors)
+Counts = tuple[int, int, int, int, int]
 
 try:
     from relaycast.native import _fanout
@@ -142,8 +154,10 @@ class NativeGroup:
         ts_offset: int,
         start_seq: int,
         layout: object,
+        live: bool = True,
     ) -> Slot:
-        """A new slot; ValueError when an argument cannot be served natively."""
+        """A new slot; ValueError when an argument cannot be served natively. A slot that is
+        not ``live`` (catching up) gets only what :meth:`replay` and :meth:`resend` send."""
         layout_index = self._use_layout(layout)
         try:
             index = self._group.add(
@@ -162,6 +176,8 @@ class NativeGroup:
         except BaseException:
             self._release_layout(layout_index)
             raise
+        if not live:
+            self._group.set_paused(index, True)
         slot = Slot(index, owner, layout_index, srtp_session)
         self.slots.append(slot)
         return slot
@@ -181,7 +197,14 @@ class NativeGroup:
     def set_addr(self, slot: Slot, sock: socket.socket, addr: tuple[str, int]) -> None:
         self._group.set_addr(slot.index, int(sock.family), addr[0], addr[1])
 
-    def take(self, slot: Slot) -> tuple[int, int, int, int, int]:
+    def set_live(self, slot: Slot) -> None:
+        """The viewer caught up: :meth:`forward` sends to it from the next packet."""
+        self._group.set_paused(slot.index, False)
+
+    def live(self, slot: Slot) -> bool:
+        return not self._group.paused(slot.index)
+
+    def take(self, slot: Slot) -> Counts:
         """(packets, wire bytes, payload bytes, keyframes, errors) since the last take."""
         return self._group.take(slot.index)
 
@@ -203,3 +226,17 @@ class NativeGroup:
         """Send one packet to every slot; ``exts[i]`` is the block of ``layouts[i]``.
         Returns the number of datagrams that failed (counted per slot)."""
         return self._group.forward(payload, seq, timestamp, marker, keyframe, exts)
+
+    def replay(self, slot: Slot, items: Sequence[Item], start: int, end: int) -> Counts:
+        """Send ``items[start:end]`` to one slot as the live path would (the same rewrite, the
+        same floor), the counts of this call; ``items`` are shared by every viewer with the
+        slot's extension layout."""
+        return self._group.replay(slot.index, items, start, end)
+
+    def resend(
+        self, slot: Slot, items: Sequence[Item], rtx: tuple[int, int, int] | None
+    ) -> Counts:
+        """Retransmit ``items`` to one slot (RFC 4585 §6.2.1): under its own SSRC, or with
+        ``rtx = (payload type, ssrc, first sequence number)`` as RFC 4588 §4 RTX packets
+        numbered from there, the original sequence number leading each payload."""
+        return self._group.resend(slot.index, items, rtx)

@@ -9,10 +9,19 @@
  * integers: this module links neither libsrtp nor OpenSSL) and sends the datagrams with
  * sendmmsg(2), up to BATCH per call.
  *
- * Semantics match the Python path (DownTrack.send -> MediaSink.send_rtp) packet for packet:
- * a packet before the slot's starting point is skipped; one too long to protect, one libsrtp
- * refuses or one the socket refuses is an error of that slot; counters are per slot and are
- * taken (read and reset) by the Python wrapper, relaycast/native/__init__.py.
+ * Group.replay() and Group.resend() send a *list* of cached packets to *one* slot in one call,
+ * the GIL released the same way: the fast-start replay of the GOP (a slot added paused, which
+ * forward() skips until the viewer has caught up) and the answers to one NACK (RFC 4585
+ * §6.2.1), as RFC 4588 RTX when asked (RTX payload type and SSRC, the RTX stream's own
+ * sequence numbers, the original sequence number prepended to the payload, §4). Their counts
+ * are returned per call, not kept in the slot (a retransmission is no "packet sent" of the
+ * DownTrack).
+ *
+ * Semantics match the Python path (DownTrack.send / DownTrack.on_nack -> MediaSink.send_rtp)
+ * packet for packet: a live or replayed packet before the slot's starting point is skipped;
+ * one too long to protect, one libsrtp refuses or one the socket refuses is an error of that
+ * slot; forward()'s counters are per slot and are taken (read and reset) by the Python
+ * wrapper, relaycast/native/__init__.py.
  *
  * Every write into a buffer is bounds-checked; arguments that cannot be valid raise
  * ValueError before anything is sent.
@@ -37,9 +46,20 @@
 #define MAX_LAYOUTS (1 << 20)
 /* an RFC 8285 block: 4-byte header + at most 0xFFFF words */
 #define MAX_EXT (4 + 4 * 0xFFFF)
+/* packets in one replay()/resend() call (a GOP is at most 1500, a NACK answer 128) */
+#define MAX_LIST (1 << 16)
+#define RTX_OSN 2 /* RFC 4588 §4: the original sequence number leads the RTX payload */
 
 /* libsrtp 2: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr) */
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
+
+typedef struct {
+    uint64_t packets;
+    uint64_t wire_bytes;
+    uint64_t payload_bytes;
+    uint64_t keyframes;
+    uint64_t errors;
+} tally_t;
 
 typedef struct {
     void *ctx;
@@ -52,13 +72,29 @@ typedef struct {
     uint16_t seq_offset;
     uint16_t start_seq;
     uint8_t payload_type;
-    /* taken by Group.take(): */
-    uint64_t packets;
-    uint64_t wire_bytes;
-    uint64_t payload_bytes;
-    uint64_t keyframes;
-    uint64_t errors;
+    uint8_t paused; /* catching up (fast start): forward() skips it */
+    tally_t tally;  /* forward()'s, taken by Group.take() */
 } slot_t;
+
+/* one source packet to send; ext is set for replay()/resend() (forward(): the slot's layout) */
+typedef struct {
+    const unsigned char *payload;
+    size_t payload_len;
+    const unsigned char *ext;
+    size_t ext_len;
+    uint16_t seq;
+    uint32_t ts;
+    int marker;
+    int keyframe;
+} packet_t;
+
+/* RFC 4588 retransmission stream of a resend() call */
+typedef struct {
+    int on;
+    uint8_t payload_type;
+    uint32_t ssrc;
+    uint16_t first_seq;
+} rtx_t;
 
 typedef struct {
     PyObject_HEAD
@@ -69,6 +105,7 @@ typedef struct {
     int busy;
     int dry_run; /* benchmarks: everything but the sendmmsg (datagrams count as sent) */
     uint64_t call_errors; /* errors of the current forward() call */
+    tally_t *list_tally; /* replay()/resend(): where this call counts (NULL: per slot) */
     unsigned char *buffers; /* BATCH * BUF_SIZE */
     const unsigned char **ext_data; /* per forward call, one per layout */
     Py_ssize_t *ext_len;
@@ -76,6 +113,8 @@ typedef struct {
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     Py_ssize_t owner[BATCH];
+    size_t msg_payload[BATCH];
+    unsigned char msg_keyframe[BATCH];
 } Group;
 
 /* -- helpers ------------------------------------------------------------------------------- */
@@ -330,6 +369,15 @@ Group_remove(Group *self, PyObject *args)
     return PyLong_FromSsize_t(last);
 }
 
+static PyObject *
+tally_tuple(const tally_t *tally)
+{
+    return Py_BuildValue("(KKKKK)", (unsigned long long)tally->packets,
+                         (unsigned long long)tally->wire_bytes,
+                         (unsigned long long)tally->payload_bytes,
+                         (unsigned long long)tally->keyframes, (unsigned long long)tally->errors);
+}
+
 /* (packets, wire bytes, payload bytes, keyframes, errors) since the last take; resets them. */
 static PyObject *
 Group_take(Group *self, PyObject *args)
@@ -342,14 +390,35 @@ Group_take(Group *self, PyObject *args)
     if (check_busy(self) < 0 || check_index(self, index) < 0)
         return NULL;
     slot = &self->slots[index];
-    result = Py_BuildValue("(KKKKK)", (unsigned long long)slot->packets,
-                           (unsigned long long)slot->wire_bytes,
-                           (unsigned long long)slot->payload_bytes,
-                           (unsigned long long)slot->keyframes, (unsigned long long)slot->errors);
+    result = tally_tuple(&slot->tally);
     if (result != NULL)
-        slot->packets = slot->wire_bytes = slot->payload_bytes = slot->keyframes =
-            slot->errors = 0;
+        memset(&slot->tally, 0, sizeof(slot->tally));
     return result;
+}
+
+/* A slot catching up (fast start) is skipped by forward() until it is set live again. */
+static PyObject *
+Group_set_paused(Group *self, PyObject *args)
+{
+    Py_ssize_t index;
+    int paused;
+    if (!PyArg_ParseTuple(args, "np", &index, &paused))
+        return NULL;
+    if (check_busy(self) < 0 || check_index(self, index) < 0)
+        return NULL;
+    self->slots[index].paused = (uint8_t)paused;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Group_paused(Group *self, PyObject *args)
+{
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "n", &index))
+        return NULL;
+    if (check_index(self, index) < 0)
+        return NULL;
+    return PyBool_FromLong(self->slots[index].paused);
 }
 
 static PyObject *
@@ -371,7 +440,7 @@ Group_error_slots(Group *self, PyObject *Py_UNUSED(ignored))
     if (list == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < self->count; i++) {
-        if (self->slots[i].errors) {
+        if (self->slots[i].tally.errors) {
             PyObject *value = PyLong_FromSsize_t(i);
             if (value == NULL || PyList_Append(list, value) < 0) {
                 Py_XDECREF(value);
@@ -386,25 +455,20 @@ Group_error_slots(Group *self, PyObject *Py_UNUSED(ignored))
 
 /* -- the kernel (runs without the GIL) ----------------------------------------------------- */
 
-typedef struct {
-    const unsigned char *payload;
-    size_t payload_len;
-    uint16_t seq;
-    uint32_t ts;
-    int marker;
-    int keyframe;
-} packet_t;
-
 static void
 fail_slot(Group *self, slot_t *slot)
 {
-    slot->errors++;
+    if (self->list_tally != NULL) {
+        self->list_tally->errors++;
+        return;
+    }
+    slot->tally.errors++;
     self->call_errors++;
 }
 
 /* Send msgs[0..n) on fd; account every datagram like one sendto() would. */
 static void
-flush(Group *self, int fd, int n, const packet_t *pkt)
+flush(Group *self, int fd, int n)
 {
     int start = 0;
     while (start < n) {
@@ -424,92 +488,165 @@ flush(Group *self, int fd, int n, const packet_t *pkt)
             continue;
         }
         for (int i = start; i < start + sent; i++) {
-            slot_t *slot = &self->slots[self->owner[i]];
-            slot->packets++;
-            slot->wire_bytes += self->iov[i].iov_len;
-            slot->payload_bytes += pkt->payload_len;
-            slot->keyframes += pkt->keyframe ? 1 : 0;
+            tally_t *tally =
+                self->list_tally != NULL ? self->list_tally : &self->slots[self->owner[i]].tally;
+            tally->packets++;
+            tally->wire_bytes += self->iov[i].iov_len;
+            tally->payload_bytes += self->msg_payload[i];
+            tally->keyframes += self->msg_keyframe[i];
         }
         start += sent;
     }
 }
 
+/* The floor of a live or replayed packet (DownTrack.send): 0 when it is older than the slot's
+ * starting point; the floor follows the stream across wrap-arounds. */
+static int
+above_floor(slot_t *slot, uint16_t seq)
+{
+    uint16_t delta = (uint16_t)(seq - slot->start_seq);
+    if (delta > 0x8000)
+        return 0;
+    if (delta > 0x4000)
+        slot->start_seq = (uint16_t)(seq - 0x2000);
+    return 1;
+}
+
+/* Rewrite ``pkt`` for slot ``index`` into buffer ``pending``, protect it and queue it. With
+ * ``rtx`` it goes out as RFC 4588 RTX packet number ``rtx_seq``. 0: queued; -1: an error of
+ * the slot (too long to protect, or refused by libsrtp), nothing queued. */
+static int
+emit(Group *self, int pending, Py_ssize_t index, const packet_t *pkt, const unsigned char *ext,
+     size_t ext_len, const rtx_t *rtx, uint16_t rtx_seq)
+{
+    slot_t *slot = &self->slots[index];
+    const size_t osn = rtx != NULL ? RTX_OSN : 0;
+    unsigned char *buf;
+    unsigned char *body;
+    size_t total;
+    uint16_t seq, out_seq;
+    uint32_t ts, ssrc;
+    uint8_t payload_type;
+    int length, status;
+
+    /* checked without overflow: each term is bounded before it is subtracted */
+    if (ext_len > PROTECT_LIMIT || pkt->payload_len > PROTECT_LIMIT - ext_len ||
+        RTP_HEADER + osn > PROTECT_LIMIT - ext_len - pkt->payload_len)
+        return -1; /* MediaSink: "too long to protect" */
+    total = RTP_HEADER + ext_len + osn + pkt->payload_len;
+
+    out_seq = (uint16_t)(pkt->seq + slot->seq_offset);
+    ts = pkt->ts + slot->ts_offset;
+    if (rtx != NULL) {
+        seq = rtx_seq;
+        ssrc = rtx->ssrc;
+        payload_type = rtx->payload_type;
+    } else {
+        seq = out_seq;
+        ssrc = slot->ssrc;
+        payload_type = slot->payload_type;
+    }
+    buf = self->buffers + (size_t)pending * BUF_SIZE;
+    buf[0] = ext_len ? 0x90 : 0x80;
+    buf[1] = (unsigned char)((pkt->marker ? 0x80 : 0) | payload_type);
+    buf[2] = (unsigned char)(seq >> 8);
+    buf[3] = (unsigned char)seq;
+    buf[4] = (unsigned char)(ts >> 24);
+    buf[5] = (unsigned char)(ts >> 16);
+    buf[6] = (unsigned char)(ts >> 8);
+    buf[7] = (unsigned char)ts;
+    buf[8] = (unsigned char)(ssrc >> 24);
+    buf[9] = (unsigned char)(ssrc >> 16);
+    buf[10] = (unsigned char)(ssrc >> 8);
+    buf[11] = (unsigned char)ssrc;
+    body = buf + RTP_HEADER;
+    if (ext_len) {
+        memcpy(body, ext, ext_len);
+        body += ext_len;
+    }
+    if (osn) {
+        body[0] = (unsigned char)(out_seq >> 8);
+        body[1] = (unsigned char)out_seq;
+        body += osn;
+    }
+    if (pkt->payload_len)
+        memcpy(body, pkt->payload, pkt->payload_len);
+
+    length = (int)total;
+    status = self->protect(slot->ctx, buf, &length);
+    if (status != 0 || length < (int)total || length > BUF_SIZE)
+        return -1;
+    self->iov[pending].iov_base = buf;
+    self->iov[pending].iov_len = (size_t)length;
+    memset(&self->msgs[pending], 0, sizeof(struct mmsghdr));
+    self->msgs[pending].msg_hdr.msg_name = &slot->addr;
+    self->msgs[pending].msg_hdr.msg_namelen = slot->addrlen;
+    self->msgs[pending].msg_hdr.msg_iov = &self->iov[pending];
+    self->msgs[pending].msg_hdr.msg_iovlen = 1;
+    self->owner[pending] = index;
+    self->msg_payload[pending] = pkt->payload_len;
+    self->msg_keyframe[pending] = pkt->keyframe ? 1 : 0;
+    return 0;
+}
+
+/* forward(): one packet to every slot that is not paused. */
 static uint64_t
 run(Group *self, const packet_t *pkt)
 {
     int pending = 0, pending_fd = -1;
     const Py_ssize_t count = self->count;
     self->call_errors = 0;
+    self->list_tally = NULL;
 
     for (Py_ssize_t i = 0; i < count; i++) {
         slot_t *slot = &self->slots[i];
-        uint16_t delta = (uint16_t)(pkt->seq - slot->start_seq);
-        const unsigned char *ext;
-        size_t ext_len, total;
-        unsigned char *buf;
-        uint16_t seq;
-        uint32_t ts;
-        int length, status;
-
-        if (delta > 0x8000)
-            continue; /* older than this viewer's starting point */
-        if (delta > 0x4000) /* the floor follows the stream across wrap-arounds */
-            slot->start_seq = (uint16_t)(pkt->seq - 0x2000);
-
-        ext = self->ext_data[slot->layout];
-        ext_len = (size_t)self->ext_len[slot->layout];
-        /* checked without overflow: both terms were bounded by the caller */
-        if (ext_len > PROTECT_LIMIT || pkt->payload_len > PROTECT_LIMIT - ext_len ||
-            RTP_HEADER > PROTECT_LIMIT - ext_len - pkt->payload_len) {
-            fail_slot(self, slot); /* MediaSink: "too long to protect" */
+        if (slot->paused || !above_floor(slot, pkt->seq))
             continue;
-        }
-        total = RTP_HEADER + ext_len + pkt->payload_len;
-
         if (pending && (slot->fd != pending_fd || pending == BATCH)) {
-            flush(self, pending_fd, pending, pkt);
+            flush(self, pending_fd, pending);
             pending = 0;
         }
-        buf = self->buffers + (size_t)pending * BUF_SIZE;
-        seq = (uint16_t)(pkt->seq + slot->seq_offset);
-        ts = pkt->ts + slot->ts_offset;
-        buf[0] = ext_len ? 0x90 : 0x80;
-        buf[1] = (unsigned char)((pkt->marker ? 0x80 : 0) | slot->payload_type);
-        buf[2] = (unsigned char)(seq >> 8);
-        buf[3] = (unsigned char)seq;
-        buf[4] = (unsigned char)(ts >> 24);
-        buf[5] = (unsigned char)(ts >> 16);
-        buf[6] = (unsigned char)(ts >> 8);
-        buf[7] = (unsigned char)ts;
-        buf[8] = (unsigned char)(slot->ssrc >> 24);
-        buf[9] = (unsigned char)(slot->ssrc >> 16);
-        buf[10] = (unsigned char)(slot->ssrc >> 8);
-        buf[11] = (unsigned char)slot->ssrc;
-        if (ext_len)
-            memcpy(buf + RTP_HEADER, ext, ext_len);
-        if (pkt->payload_len)
-            memcpy(buf + RTP_HEADER + ext_len, pkt->payload, pkt->payload_len);
-
-        length = (int)total;
-        status = self->protect(slot->ctx, buf, &length);
-        if (status != 0 || length < (int)total || length > BUF_SIZE) {
+        if (emit(self, pending, i, pkt, self->ext_data[slot->layout],
+                 (size_t)self->ext_len[slot->layout], NULL, 0) < 0) {
             fail_slot(self, slot);
             continue;
         }
-        self->iov[pending].iov_base = buf;
-        self->iov[pending].iov_len = (size_t)length;
-        memset(&self->msgs[pending], 0, sizeof(struct mmsghdr));
-        self->msgs[pending].msg_hdr.msg_name = &slot->addr;
-        self->msgs[pending].msg_hdr.msg_namelen = slot->addrlen;
-        self->msgs[pending].msg_hdr.msg_iov = &self->iov[pending];
-        self->msgs[pending].msg_hdr.msg_iovlen = 1;
-        self->owner[pending] = i;
         pending_fd = slot->fd;
         pending++;
     }
     if (pending)
-        flush(self, pending_fd, pending, pkt);
+        flush(self, pending_fd, pending);
     return self->call_errors;
+}
+
+/* replay()/resend(): ``n`` packets to slot ``index``, counted in ``tally``. ``floor``: the
+ * live rule for packets before the slot's starting point (replay); ``rtx``: RTX packets with
+ * sequence numbers first_seq, first_seq + 1, ... one per packet (resend). */
+static void
+run_list(Group *self, Py_ssize_t index, const packet_t *pkts, Py_ssize_t n, int floor,
+         const rtx_t *rtx, tally_t *tally)
+{
+    slot_t *slot = &self->slots[index];
+    int pending = 0;
+    self->list_tally = tally;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const packet_t *pkt = &pkts[i];
+        if (floor && !above_floor(slot, pkt->seq))
+            continue;
+        if (pending == BATCH) {
+            flush(self, slot->fd, pending);
+            pending = 0;
+        }
+        if (emit(self, pending, index, pkt, pkt->ext, pkt->ext_len, rtx,
+                 rtx != NULL ? (uint16_t)(rtx->first_seq + (uint16_t)i) : 0) < 0) {
+            fail_slot(self, slot);
+            continue;
+        }
+        pending++;
+    }
+    if (pending)
+        flush(self, slot->fd, pending);
+    self->list_tally = NULL;
 }
 
 /* forward(payload, seq, timestamp, marker, keyframe, exts) -> errors of this call */
@@ -582,6 +719,8 @@ Group_forward(Group *self, PyObject *args)
     }
     pkt.payload = payload.buf;
     pkt.payload_len = (size_t)payload.len;
+    pkt.ext = NULL;
+    pkt.ext_len = 0;
     pkt.seq = (uint16_t)seq;
     pkt.ts = (uint32_t)ts;
     pkt.marker = marker;
@@ -598,6 +737,179 @@ Group_forward(Group *self, PyObject *args)
 fail:
     PyBuffer_Release(&payload);
     return NULL;
+}
+
+/* An int in 0..limit from a Python int (no __index__ calls: no Python code runs here). */
+static int
+bounded(PyObject *obj, unsigned long long limit, unsigned long long *out, const char *what)
+{
+    unsigned long long value;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", what);
+        return -1;
+    }
+    value = PyLong_AsUnsignedLongLong(obj);
+    if ((value == (unsigned long long)-1 && PyErr_Occurred()) || value > limit) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s out of range", what);
+        return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+/* items[start:end], each (payload: bytes, seq, timestamp, marker: bool, keyframe: bool,
+ * ext: bytes), into a new array (*out, PyMem_Free it). Returns a new reference to what keeps
+ * the bytes alive while the GIL is released (a private slice), NULL with an exception set. */
+static PyObject *
+parse_items(PyObject *items, Py_ssize_t start, Py_ssize_t end, packet_t **out)
+{
+    Py_ssize_t size, n;
+    PyObject *keep;
+    packet_t *pkts;
+    int is_list = PyList_CheckExact(items);
+    *out = NULL;
+    if (!is_list && !PyTuple_CheckExact(items)) {
+        PyErr_SetString(PyExc_TypeError, "packets must be a list or a tuple");
+        return NULL;
+    }
+    size = is_list ? PyList_GET_SIZE(items) : PyTuple_GET_SIZE(items);
+    if (start < 0 || end < start || end > size) {
+        PyErr_SetString(PyExc_IndexError, "packet range out of range");
+        return NULL;
+    }
+    n = end - start;
+    if (n > MAX_LIST) {
+        PyErr_SetString(PyExc_ValueError, "too many packets for one call");
+        return NULL;
+    }
+    keep = is_list ? PyList_GetSlice(items, start, end) : PyTuple_GetSlice(items, start, end);
+    if (keep == NULL)
+        return NULL;
+    pkts = PyMem_Calloc((size_t)(n ? n : 1), sizeof(packet_t));
+    if (pkts == NULL) {
+        Py_DECREF(keep);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = is_list ? PyList_GET_ITEM(keep, i) : PyTuple_GET_ITEM(keep, i);
+        PyObject *payload, *ext, *marker, *keyframe;
+        unsigned long long seq, ts;
+        Py_ssize_t ext_len;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 6) {
+            PyErr_SetString(PyExc_TypeError,
+                            "a packet is (payload, seq, timestamp, marker, keyframe, ext)");
+            goto fail;
+        }
+        payload = PyTuple_GET_ITEM(item, 0);
+        marker = PyTuple_GET_ITEM(item, 3);
+        keyframe = PyTuple_GET_ITEM(item, 4);
+        ext = PyTuple_GET_ITEM(item, 5);
+        if (!PyBytes_CheckExact(payload) || !PyBytes_CheckExact(ext)) {
+            PyErr_SetString(PyExc_TypeError, "payload and extension block must be bytes");
+            goto fail;
+        }
+        if (!PyBool_Check(marker) || !PyBool_Check(keyframe)) {
+            PyErr_SetString(PyExc_TypeError, "marker and keyframe must be bool");
+            goto fail;
+        }
+        if (bounded(PyTuple_GET_ITEM(item, 1), 0xFFFF, &seq, "sequence number") < 0 ||
+            bounded(PyTuple_GET_ITEM(item, 2), 0xFFFFFFFFULL, &ts, "timestamp") < 0)
+            goto fail;
+        ext_len = PyBytes_GET_SIZE(ext);
+        if (ext_len % 4 != 0 || ext_len > MAX_EXT) {
+            PyErr_SetString(PyExc_ValueError,
+                            "an extension block is empty or a 4-byte header + whole words");
+            goto fail;
+        }
+        pkts[i].payload = (const unsigned char *)PyBytes_AS_STRING(payload);
+        pkts[i].payload_len = (size_t)PyBytes_GET_SIZE(payload);
+        pkts[i].ext = (const unsigned char *)PyBytes_AS_STRING(ext);
+        pkts[i].ext_len = (size_t)ext_len;
+        pkts[i].seq = (uint16_t)seq;
+        pkts[i].ts = (uint32_t)ts;
+        pkts[i].marker = marker == Py_True;
+        pkts[i].keyframe = keyframe == Py_True;
+    }
+    *out = pkts;
+    return keep;
+
+fail:
+    PyMem_Free(pkts);
+    Py_DECREF(keep);
+    return NULL;
+}
+
+static PyObject *
+send_list(Group *self, Py_ssize_t index, PyObject *items, Py_ssize_t start, Py_ssize_t end,
+          int floor, const rtx_t *rtx)
+{
+    packet_t *pkts;
+    PyObject *keep;
+    tally_t tally;
+    if (check_busy(self) < 0 || check_index(self, index) < 0)
+        return NULL;
+    keep = parse_items(items, start, end, &pkts);
+    if (keep == NULL)
+        return NULL;
+    memset(&tally, 0, sizeof(tally));
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    run_list(self, index, pkts, end - start, floor, rtx, &tally);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyMem_Free(pkts);
+    Py_DECREF(keep);
+    return tally_tuple(&tally);
+}
+
+/* replay(index, packets, start, end) -> (packets, wire bytes, payload bytes, keyframes,
+ * errors) of this call: packets[start:end] to one slot as DownTrack.send(replay=True) would. */
+static PyObject *
+Group_replay(Group *self, PyObject *args)
+{
+    Py_ssize_t index, start, end;
+    PyObject *items;
+    if (!PyArg_ParseTuple(args, "nOnn", &index, &items, &start, &end))
+        return NULL;
+    return send_list(self, index, items, start, end, 1, NULL);
+}
+
+/* resend(index, packets, rtx) -> the counts of this call: NACK answers to one slot, as they
+ * were (rtx None) or as RTX, rtx = (payload type, ssrc, sequence number of the first). */
+static PyObject *
+Group_resend(Group *self, PyObject *args)
+{
+    Py_ssize_t index, size;
+    PyObject *items, *rtx_arg;
+    rtx_t rtx;
+    if (!PyArg_ParseTuple(args, "nOO", &index, &items, &rtx_arg))
+        return NULL;
+    memset(&rtx, 0, sizeof(rtx));
+    if (rtx_arg != Py_None) {
+        unsigned long long pt, ssrc, seq;
+        if (!PyTuple_CheckExact(rtx_arg) || PyTuple_GET_SIZE(rtx_arg) != 3) {
+            PyErr_SetString(PyExc_TypeError, "rtx is None or (payload type, ssrc, first seq)");
+            return NULL;
+        }
+        if (bounded(PyTuple_GET_ITEM(rtx_arg, 0), 127, &pt, "rtx payload type") < 0 ||
+            bounded(PyTuple_GET_ITEM(rtx_arg, 1), 0xFFFFFFFFULL, &ssrc, "rtx ssrc") < 0 ||
+            bounded(PyTuple_GET_ITEM(rtx_arg, 2), 0xFFFF, &seq, "rtx sequence number") < 0)
+            return NULL;
+        rtx.on = 1;
+        rtx.payload_type = (uint8_t)pt;
+        rtx.ssrc = (uint32_t)ssrc;
+        rtx.first_seq = (uint16_t)seq;
+    }
+    if (PyList_CheckExact(items))
+        size = PyList_GET_SIZE(items);
+    else if (PyTuple_CheckExact(items))
+        size = PyTuple_GET_SIZE(items);
+    else {
+        PyErr_SetString(PyExc_TypeError, "packets must be a list or a tuple");
+        return NULL;
+    }
+    return send_list(self, index, items, 0, size, 0, rtx.on ? &rtx : NULL);
 }
 
 static PyObject *
@@ -630,6 +942,14 @@ static PyMethodDef Group_methods[] = {
      "error_slots() -> indices of slots with errors not yet taken"},
     {"forward", (PyCFunction)Group_forward, METH_VARARGS,
      "forward(payload, seq, timestamp, marker, keyframe, exts) -> errors"},
+    {"replay", (PyCFunction)Group_replay, METH_VARARGS,
+     "replay(index, packets, start, end) -> (packets, wire_bytes, payload_bytes, keyframes, "
+     "errors) of this call; packets[i] = (payload, seq, ts, marker, keyframe, ext)"},
+    {"resend", (PyCFunction)Group_resend, METH_VARARGS,
+     "resend(index, packets, rtx) -> the counts of this call; rtx None or (pt, ssrc, seq)"},
+    {"set_paused", (PyCFunction)Group_set_paused, METH_VARARGS,
+     "set_paused(index, flag): a paused slot is skipped by forward() (fast start)"},
+    {"paused", (PyCFunction)Group_paused, METH_VARARGS, "paused(index) -> bool"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -674,7 +994,8 @@ PyInit__fanout(void)
     if (PyModule_AddIntConstant(module, "BATCH", BATCH) < 0 ||
         PyModule_AddIntConstant(module, "BUFFER_SIZE", BUF_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "MAX_TRAILER", MAX_TRAILER) < 0 ||
-        PyModule_AddIntConstant(module, "MAX_SLOTS", MAX_SLOTS) < 0) {
+        PyModule_AddIntConstant(module, "MAX_SLOTS", MAX_SLOTS) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_LIST", MAX_LIST) < 0) {
         Py_DECREF(module);
         return NULL;
     }
