@@ -233,9 +233,7 @@ class NativeGroup:
         slot's extension layout."""
         return self._group.replay(slot.index, items, start, end)
 
-    def resend(
-        self, slot: Slot, items: Sequence[Item], rtx: tuple[int, int, int] | None
-    ) -> Counts:
+    def resend(self, slot: Slot, items: Sequence[Item], rtx: tuple[int, int, int] | None) -> Counts:
         """Retransmit ``items`` to one slot (RFC 4585 §6.2.1): under its own SSRC, or with
         ``rtx = (payload type, ssrc, first sequence number)`` as RFC 4588 §4 RTX packets
         numbered from there, the original sequence number leading each payload."""
