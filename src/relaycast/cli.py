@@ -1,4 +1,4 @@
-"""The ``relaycast`` command: ``relaycast serve`` (and later ``relaycast bench``).
+"""The ``relaycast`` command: ``relaycast serve``, ``relaycast token``, ``relaycast bench``.
 
 Each subcommand is one ``add_*_command(subparsers)`` function registered in
 :data:`COMMANDS`; it sets ``func`` (``Callable[[argparse.Namespace], int]``) on its parser.
@@ -18,7 +18,7 @@ from typing import Any
 from relaycast.config import LOG_LEVELS, Config, ConfigError, load_config
 from relaycast.loadgen.command import add_bench_command
 
-__all__ = ["COMMANDS", "build_parser", "format_banner", "main"]
+__all__ = ["COMMANDS", "base_url", "build_parser", "format_banner", "main"]
 
 log = logging.getLogger("relaycast")
 
@@ -36,23 +36,47 @@ def _url_host(host: str) -> str:
     return host
 
 
-def format_banner(config: Config, candidate_ips: list[str]) -> str:
+def base_url(config: Config) -> str:
+    """``http(s)://host:port`` of the server as people can open it."""
+    return f"{config.scheme}://{_url_host(config.host)}:{config.port}"
+
+
+def format_banner(
+    config: Config,
+    candidate_ips: list[str],
+    tls_fingerprint: str | None = None,
+    tls_self_signed: bool = False,
+) -> str:
     """The lines ``relaycast serve`` prints once the server listens: where to publish and
-    watch, and the generated publish key when no keys are configured."""
-    base = f"http://{_url_host(config.host)}:{config.port}"
+    watch, the generated publish key when no keys are configured with a one-click publish URL
+    carrying it in the fragment (``#key=``: browsers never send a fragment, so the key stays
+    out of server and proxy logs), and the certificate's SHA-256 with TLS on."""
+    base = base_url(config)
     lines = [
         f"relaycast listening: {base}  media udp/{config.udp_port} "
         f"(candidates: {', '.join(candidate_ips) or 'none'})"
     ]
+    if tls_fingerprint is not None:
+        kind = "self-signed certificate" if tls_self_signed else "certificate"
+        lines.append(f"TLS {kind} SHA-256: {tls_fingerprint}")
     names = sorted(config.stream_keys) or [EXAMPLE_STREAM]
     for name in names:
         publish = f"{base}/publish/{name}"
         watch = f"{base}/watch/{name}"
         width = max(len(publish), len(watch)) + 3
         lines.append(f"{'publish:':<9}{publish:<{width}}WHIP: {base}/whip/{name}")
-        lines.append(f"{'watch:':<9}{watch:<{width}}WHEP: {base}/whep/{name}")
+        watch_line = f"{'watch:':<9}{watch:<{width}}WHEP: {base}/whep/{name}"
+        if config.is_private(name):
+            watch_line += f"  (private: viewers need a token, relaycast token {name})"
+        lines.append(watch_line)
+    for name in config.private_streams:
+        if name not in names:
+            lines.append(f"private: {name} (viewers need a token, relaycast token {name})")
     if config.generated_key is not None:
         lines.append(f"publish key (generated, valid for any stream): {config.generated_key}")
+        lines.append(
+            f"go live in one click: {base}/publish/{EXAMPLE_STREAM}#key={config.generated_key}"
+        )
     return "\n".join(lines)
 
 
@@ -96,6 +120,13 @@ def add_serve_command(subparsers: Any) -> None:
         action="append",
         metavar="URL",
         help="STUN/TURN URL announced to clients, e.g. stun:stun.example.org:3478 (repeatable)",
+    )
+    p.add_argument(
+        "--ice-tcp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also take ICE over TCP (RFC 6544) on the media port number, for clients whose "
+        "networks block UDP (default on)",
     )
     p.add_argument("--max-bitrate", type=int, metavar="BPS", help="publisher bitrate cap")
     p.add_argument(
@@ -171,6 +202,45 @@ def add_serve_command(subparsers: Any) -> None:
         help="take the client address from the last X-Forwarded-For entry; only behind a "
         "proxy that every request passes (default off)",
     )
+    internet = p.add_argument_group("internet", "HTTPS, private streams, TURN credentials")
+    internet.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate chain (reloaded on SIGHUP); with --tls-key",
+    )
+    internet.add_argument(
+        "--tls-key", metavar="FILE", help="the PEM private key of --tls-cert (reloaded on SIGHUP)"
+    )
+    internet.add_argument(
+        "--tls-self-signed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve HTTPS with a certificate made at start for localhost, --host and the "
+        "public IPs; prints its SHA-256 (for a LAN)",
+    )
+    internet.add_argument(
+        "--private-stream",
+        action="append",
+        metavar="NAME",
+        help="viewers of stream NAME need a token (repeatable; needs --token-secret)",
+    )
+    internet.add_argument(
+        "--token-secret",
+        metavar="SECRET",
+        help="HS256 secret of viewer tokens (at least 32 characters)",
+    )
+    internet.add_argument(
+        "--turn-secret",
+        metavar="SECRET",
+        help="coturn static-auth-secret: hand out TURN REST credentials for the turn: "
+        "--ice-server URLs",
+    )
+    internet.add_argument(
+        "--turn-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="lifetime of those TURN credentials (default 86400)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     p.add_argument("--web-root", metavar="DIR", help="serve the pages from DIR instead")
     p.set_defaults(func=cmd_serve)
@@ -198,7 +268,10 @@ def _ready_printer(config: Config) -> Callable[[Any], None]:
         if candidates is None:
             candidates = candidate_addresses(config)
         shown = replace(config, port=int(port), udp_port=int(udp_port))
-        print(format_banner(shown, [str(c) for c in candidates]), flush=True)
+        fingerprint = _info_value(info, ("tls_fingerprint",), None)
+        self_signed = bool(_info_value(info, ("tls_self_signed",), False))
+        text = format_banner(shown, [str(c) for c in candidates], fingerprint, self_signed)
+        print(text, flush=True)
 
     return ready
 
@@ -232,16 +305,90 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # e.g. a certificate that cannot be loaded
+        print(f"relaycast: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"relaycast: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+# -- token ---------------------------------------------------------------------------------
+
+
+def add_token_command(subparsers: Any) -> None:
+    """``relaycast token NAME [--ttl SECONDS]``: a viewer token and a watch URL carrying it."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "token",
+        help="print a viewer token for a private stream",
+        description="Print a viewer token (JWT HS256, sub = NAME, exp) for stream NAME and a "
+        "watch URL that carries it. The secret comes from --token-secret, RELAYCAST_TOKEN_SECRET "
+        "or the TOML file, as for relaycast serve; so do the host, port and TLS settings the "
+        "URL is made from.",
+    )
+    p.add_argument("stream", metavar="NAME", help="the stream the token lets its bearer watch")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_TOKEN_TTL,
+        metavar="SECONDS",
+        help=f"how long the token is valid (default {DEFAULT_TOKEN_TTL})",
+    )
+    p.add_argument("--token-secret", metavar="SECRET", help="as for relaycast serve")
+    p.add_argument("--config", metavar="FILE", help="TOML config file")
+    p.add_argument("--host", help="host of the watch URL (default: the server's --host)")
+    p.add_argument("--port", type=int, help="port of the watch URL (default: the server's)")
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="start of the watch URL instead, e.g. https://live.example.org",
+    )
+    p.set_defaults(func=cmd_token)
+
+
+DEFAULT_TOKEN_TTL = 86400
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from relaycast.config import valid_stream_name
+    from relaycast.http.tokens import make_viewer_token
+
+    stream: str = args.stream
+    flags = {k: v for k, v in vars(args).items() if k not in ("stream", "ttl", "base_url")}
+    try:
+        if not valid_stream_name(stream):
+            raise ConfigError(
+                f"stream name {stream!r} is invalid; use 1-64 letters, digits, '_' or '-'"
+            )
+        if args.ttl <= 0:
+            raise ConfigError(f"--ttl must be a number of seconds > 0, got {args.ttl}")
+        config = load_config(flags)
+        if config.token_secret is None:
+            raise ConfigError(
+                "no token secret: give the server's --token-secret (or RELAYCAST_TOKEN_SECRET, "
+                "or --config FILE with token_secret)"
+            )
+    except ConfigError as exc:
+        print(f"relaycast: error: {exc}", file=sys.stderr)
+        return 2
+    if not config.is_private(stream):
+        print(
+            f"relaycast: note: {stream!r} is not a private stream in this configuration; "
+            "its viewers need no token",
+            file=sys.stderr,
+        )
+    token = make_viewer_token(config.token_secret, stream, args.ttl)
+    base = (args.base_url or base_url(config)).rstrip("/")
+    print(token)
+    print(f"{base}/watch/{stream}?token={token}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 #: Subcommand registrations, in help order.  Add ``add_bench_command`` here.
-COMMANDS: list[Callable[[Any], None]] = [add_serve_command, add_bench_command]
+COMMANDS: list[Callable[[Any], None]] = [add_serve_command, add_token_command, add_bench_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from relaycast.http.metrics import METRICS_KEY, admission, build_registry, metri
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import SERVER_KEY, media_server
+from relaycast.http.tokens import presents_key_for, visible_streams
 from relaycast.media.server import MediaServer
 from relaycast.media.stats import ServerSnapshot, StreamSnapshot
 from relaycast.rtp.resolution import FrameSize
@@ -145,22 +146,38 @@ def describe(info: StreamSnapshot, stats: StreamStats) -> dict[str, Any]:
     }
 
 
-def _find(server: MediaServer, name: str) -> StreamSnapshot:
-    for info in server.snapshot().streams:
-        if info.name == name:
-            return info
+def _find(server: MediaServer, name: str, request: web.Request | None = None) -> StreamSnapshot:
+    """The stream's snapshot; 404 when it has none, or (given the *request*) when it is
+    private and the request does not present its publish key: the answer is the same as for
+    a stream nobody uses, so a private stream's existence does not leak."""
+    hidden = (
+        request is not None
+        and server.config.is_private(name)
+        and not presents_key_for(request, server.config, name)
+    )
+    if not hidden:
+        for info in server.snapshot().streams:
+            if info.name == name:
+                return info
     raise ProblemError(404, "Unknown stream", f"nobody publishes or watches {name!r} now")
+
+
+def _visible(request: web.Request, names: list[str]) -> set[str]:
+    """The stream names among *names* this request may see (private ones: with their key)."""
+    return visible_streams(request, media_server(request).config, names)
 
 
 async def list_streams(request: web.Request) -> web.Response:
     stats = request.app[STATS_KEY]
-    streams = [describe(s, stats) for s in media_server(request).snapshot().streams]
+    snapshots = media_server(request).snapshot().streams
+    shown = _visible(request, [s.name for s in snapshots])
+    streams = [describe(s, stats) for s in snapshots if s.name in shown]
     return web.json_response(streams)
 
 
 async def get_stream(request: web.Request) -> web.Response:
     name = require_stream_name(request.match_info["stream"])
-    info = _find(media_server(request), name)
+    info = _find(media_server(request), name, request)
     return web.json_response(describe(info, request.app[STATS_KEY]))
 
 
@@ -176,7 +193,7 @@ def history_json(stats: StreamStats, name: str) -> dict[str, Any]:
 async def get_history(request: web.Request) -> web.Response:
     """The last minutes of one stream, one sample a second: [t, ingress, egress, viewers]."""
     name = require_stream_name(request.match_info["stream"])
-    _find(media_server(request), name)
+    _find(media_server(request), name, request)
     return web.json_response(history_json(request.app[STATS_KEY], name))
 
 
@@ -349,7 +366,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     ``server`` (the totals, as GET /api/server) and ``samples`` (each stream's newest history
     sample), all as of the media server's last tick.  On connect, one ``history`` event
     carries every stream's last minutes.  At most :data:`EVENTS_MAX_TOTAL` streams are open at
-    a time, :data:`EVENTS_MAX_PER_CLIENT` from one address (503 / 429 beyond)."""
+    a time, :data:`EVENTS_MAX_PER_CLIENT` from one address (503 / 429 beyond).  Private
+    streams are left out unless the request presents their publish key."""
     with request.app[CAPS_KEY].events.hold(client_address(request)):
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -361,18 +379,23 @@ async def events(request: web.Request) -> web.StreamResponse:
             return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
         try:
+            shown = _visible(request, list(stats.history))
             history = {
-                name: [s.as_json() for s in samples] for name, samples in stats.history.items()
+                name: [s.as_json() for s in samples]
+                for name, samples in stats.history.items()
+                if name in shown
             }
             await response.write(event("history", history))
             while True:
-                streams = [describe(s, stats) for s in stats.latest.streams]
+                snapshots = stats.latest.streams
+                shown = _visible(request, [s.name for s in snapshots] + list(stats.history))
+                streams = [describe(s, stats) for s in snapshots if s.name in shown]
                 await response.write(event("streams", streams))
                 await response.write(event("server", stats.totals))
                 newest = {
                     name: samples[-1].as_json()
                     for name, samples in stats.history.items()
-                    if samples
+                    if samples and name in shown
                 }
                 await response.write(event("samples", newest))
                 await asyncio.sleep(1.0)

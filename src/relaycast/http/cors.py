@@ -91,6 +91,7 @@ async def cors_on_prepare(request: web.Request, response: web.StreamResponse) ->
 def cors_middleware(
     *,
     ice_link_headers: Sequence[str] | Callable[[], Sequence[str]] = (),
+    ice_links_for: Callable[[web.Request], Sequence[str]] | None = None,
     prefixes: Sequence[str] = CORS_PREFIXES,
 ) -> Middleware:
     """A middleware answering ``OPTIONS`` on *prefixes* with ``204`` and the CORS headers,
@@ -98,10 +99,13 @@ def cors_middleware(
 
     *ice_link_headers* are ``Link`` values (see :func:`ice_server_link`) sent with every
     ``OPTIONS`` answer; a callable is asked each time (for short-lived TURN credentials).
+    *ice_links_for*, when given, is asked instead with the request (credentials per stream).
     """
     prefix_tuple = tuple(prefixes)
 
-    def links() -> Sequence[str]:
+    def links(request: web.Request) -> Sequence[str]:
+        if ice_links_for is not None:
+            return ice_links_for(request)
         return ice_link_headers() if callable(ice_link_headers) else ice_link_headers
 
     @web.middleware
@@ -118,7 +122,7 @@ def cors_middleware(
             resp.headers["Allow"] = ALLOW_METHODS
             if request.path.startswith(("/whip/", "/whep/")):
                 resp.headers["Accept-Post"] = "application/sdp"
-            for link in links():
+            for link in links(request):
                 resp.headers.add("Link", link)
             return resp
         # Errors become problem responses here already, so they carry the CORS headers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Protocol
 
 from aiohttp import web
@@ -27,6 +28,8 @@ from prometheus_client.registry import Collector
 
 from relaycast import __version__
 from relaycast.http.limits import ADMISSION_KEY, Admission
+from relaycast.http.signalling import SERVER_KEY
+from relaycast.http.tokens import visible_streams
 from relaycast.media.stats import HistogramSnapshot, ServerSnapshot
 
 __all__ = [
@@ -61,6 +64,14 @@ SERVER_COUNTERS: dict[str, str] = {
     "sessions_created": "Sessions (publishers and viewers) created.",
     "sessions_closed": "Sessions closed.",
     "send_errors": "UDP sends that failed (full socket buffer).",
+    "tcp_connections": "ICE-TCP connections accepted on the media port.",
+    "tcp_refused": "ICE-TCP connections refused by the per-address or total cap.",
+    "tcp_dropped": "ICE-TCP connections closed for bad framing, garbage or no valid STUN "
+    "Binding request first.",
+    "tcp_timeouts": "ICE-TCP connections closed for sending no valid STUN Binding request "
+    "in time.",
+    "tcp_bytes_in": "Bytes received on ICE-TCP connections (framing included).",
+    "tcp_bytes_out": "Bytes sent on ICE-TCP connections (framing included).",
 }
 
 #: help strings of the per-stream counters (``StreamCounters``)
@@ -101,6 +112,10 @@ HISTOGRAMS: dict[str, tuple[str, str]] = {
 }
 
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+#: During one scrape: the stream names this request may see (private streams are left out of
+#: the ``stream`` labels unless the scrape presents their publish key); None: every stream.
+_VISIBLE: ContextVar[Callable[[str], bool] | None] = ContextVar("relaycast_visible", default=None)
 
 
 def counter_name(key: str, scope: str = "") -> str:
@@ -193,7 +208,10 @@ class RelaycastCollector(Collector):
             counters[key] = CounterMetricFamily(
                 counter_name(key, "stream_"), doc, labels=["stream"]
             )
+        visible = _VISIBLE.get()
         for stream in snap.streams:
+            if visible is not None and not visible(stream.name):
+                continue
             live.add_metric([stream.name], 1 if stream.live else 0)
             viewers.add_metric([stream.name], stream.viewers)
             connecting.add_metric([stream.name], stream.viewers_connecting)
@@ -257,6 +275,18 @@ METRICS_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics``: Prometheus text exposition of this app's registry."""
-    body = generate_latest(request.app[METRICS_KEY])
+    """``GET /metrics``: Prometheus text exposition of this app's registry.  Private streams
+    get ``stream`` labels only for a scrape with their publish key (``Authorization: Bearer``,
+    Prometheus's ``authorization`` scrape setting)."""
+    server = request.app.get(SERVER_KEY)
+    allowed: Callable[[str], bool] | None = None
+    if server is not None and server.config.private_streams:
+        config = server.config
+        shown = visible_streams(request, config, list(config.private_streams))
+        allowed = lambda name: not config.is_private(name) or name in shown  # noqa: E731
+    token = _VISIBLE.set(allowed)
+    try:
+        body = generate_latest(request.app[METRICS_KEY])
+    finally:
+        _VISIBLE.reset(token)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

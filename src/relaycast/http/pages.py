@@ -3,11 +3,19 @@
 ``GET /`` index, ``GET /publish/{stream}`` streamer page, ``GET /watch/{stream}`` viewer
 page, ``GET /static/...`` the CSS and ES modules.  Everything is sent with
 ``Cache-Control: no-cache`` so a new version of the server never runs stale scripts.
+
+The streamer and viewer pages get their configuration in the HTML, so they can start their
+WHIP/WHEP request without another round trip: before ``</head>``,
+``<script id="relaycast-config" type="application/json">{"iceServers": [...], "https": ...}
+</script>`` (the RTCIceServer list of :mod:`relaycast.http.ice_servers`, TURN credentials
+included; these two pages are therefore ``Cache-Control: no-store``).
 """
 
 from __future__ import annotations
 
+import json
 import mimetypes
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -24,6 +32,11 @@ __all__ = [
 ]
 
 CACHE_CONTROL = "no-cache"
+#: The element the pages read their configuration from.
+CONFIG_ELEMENT_ID = "relaycast-config"
+
+#: ``page_config(request, stream)``: the JSON object injected into a page.
+PageConfig = Callable[[web.Request, str], Mapping[str, object]]
 
 # ES modules must be served with a JavaScript MIME type (HTML §8.1.5.1).
 _CONTENT_TYPES = {
@@ -65,9 +78,47 @@ def _file_response(path: Path) -> web.FileResponse:
     return resp
 
 
-def add_page_routes(app: web.Application, web_root: Path) -> None:
-    """Register the page routes and ``/static/`` on *app*, serving files from *web_root*."""
+def config_script(data: Mapping[str, object]) -> str:
+    """The ``<script type="application/json">`` element carrying *data*; ``<``, ``>`` and
+    ``&`` are escaped (still valid JSON) so no value can end the element."""
+    text = (
+        json.dumps(data, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+    return f'<script id="{CONFIG_ELEMENT_ID}" type="application/json">{text}</script>'
+
+
+def inject_config(html: str, data: Mapping[str, object]) -> str:
+    """*html* with :func:`config_script` placed right before ``</head>`` (else at the start)."""
+    script = config_script(data)
+    index = html.lower().find("</head>")
+    if index < 0:
+        return script + html
+    return html[:index] + script + "\n" + html[index:]
+
+
+def add_page_routes(
+    app: web.Application, web_root: Path, page_config: PageConfig | None = None
+) -> None:
+    """Register the page routes and ``/static/`` on *app*, serving files from *web_root*.
+    With *page_config*, the streamer and viewer pages carry its answer (see the module)."""
     root = Path(web_root).resolve()
+
+    def configured_page(name: str, request: web.Request, stream: str) -> web.StreamResponse:
+        if page_config is None:
+            return page(name)
+        path = root / name
+        if not path.is_file():
+            page(name)  # raises the 500 problem
+        html = inject_config(path.read_text(encoding="utf-8"), page_config(request, stream))
+        return web.Response(
+            text=html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
 
     def page(name: str) -> web.FileResponse:
         path = root / name
@@ -81,12 +132,12 @@ def add_page_routes(app: web.Application, web_root: Path) -> None:
         return page("index.html")
 
     async def publish(request: web.Request) -> web.StreamResponse:
-        require_stream_name(request.match_info["stream"])
-        return page("publish.html")
+        stream = require_stream_name(request.match_info["stream"])
+        return configured_page("publish.html", request, stream)
 
     async def watch(request: web.Request) -> web.StreamResponse:
-        require_stream_name(request.match_info["stream"])
-        return page("watch.html")
+        stream = require_stream_name(request.match_info["stream"])
+        return configured_page("watch.html", request, stream)
 
     async def static(request: web.Request) -> web.StreamResponse:
         rel = request.match_info["path"]

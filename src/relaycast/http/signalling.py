@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relaycast.http.ice_servers import ice_link_headers
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.media.server import MediaServer
@@ -16,7 +17,6 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 
 SERVER_KEY = web.AppKey("media_server", MediaServer)
-ICE_LINKS_KEY = web.AppKey("ice_links", list[str])
 
 
 def media_server(request: web.Request) -> MediaServer:
@@ -68,12 +68,14 @@ def _sdp_problem(exc: SdpError, title: str) -> ProblemError:
 
 
 def created(request: web.Request, session: Session, location: str) -> web.Response:
-    """201 with the answer, the resource URL, its ETag and the ICE servers (RFC 9725 §4.2)."""
+    """201 with the answer, the resource URL, its ETag and the ICE servers (RFC 9725 §4.2),
+    TURN ones with fresh credentials when a TURN secret is configured."""
     response = web.Response(status=201, text=session.answer, content_type=SDP)
     response.headers["Location"] = location
     response.headers["ETag"] = session.etag
     response.headers["Accept-Patch"] = SDPFRAG
-    for link in request.app[ICE_LINKS_KEY]:
+    config = media_server(request).config
+    for link in ice_link_headers(config, request.match_info.get("stream", "relaycast")):
         response.headers.add("Link", link)
     return response
 

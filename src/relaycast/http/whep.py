@@ -1,9 +1,11 @@
 """WHEP endpoint: ``POST /whep/{stream}``; viewers may arrive before the streamer.
 
 Viewers need no key, so every POST passes the admission limits first
-(:mod:`relaycast.http.limits`).  ``PATCH`` and ``DELETE`` on a session stay keyless: the
-session URL, with its unguessable random id, is the capability to change or end that one
-session (it is only ever sent to the viewer that made it).
+(:mod:`relaycast.http.limits`).  A private stream's viewers need a viewer token
+(:mod:`relaycast.http.tokens`): none is 401, a bad one 403; the rate limit counts first, so
+guessing tokens costs the same as opening sessions.  ``PATCH`` and ``DELETE`` on a session
+stay keyless: the session URL, with its unguessable random id, is the capability to change or
+end that one session (it is only ever sent to the viewer that made it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from relaycast.http.signalling import (
     patch_session,
     read_offer,
 )
+from relaycast.http.tokens import require_viewer_token
 from relaycast.sdp import NegotiationError
 
 ROLE = "subscriber"
@@ -32,6 +35,7 @@ async def post(request: web.Request) -> web.Response:
     admission = request.app[ADMISSION_KEY]
     client = admission.client(request)
     admission.take_token(client)
+    require_viewer_token(request, media_server(request).config, stream)
     admission.check_viewer(stream, client)
     offer = await read_offer(request)
     admission.check_viewer(stream, client)
