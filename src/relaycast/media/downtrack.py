@@ -31,7 +31,7 @@ from relaycast.rtp.rtcp import RtcpSenderReport
 if TYPE_CHECKING:
     from relaycast.media.forwarder import Forwarder
     from relaycast.media.track import Track
-    from relaycast.native import Slot
+    from relaycast.native import Counts, Item, Slot
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,21 @@ class DownTrack:
         if native_sent is not None:
             native_sent(packets, wire_bytes, errors)
 
+    def native_counted(self, counts: Counts) -> None:
+        """The counts of one fast-start kernel call (Forwarder._replay_native): taken in as
+        ``send`` would have counted them; the first keyframe runs the hook."""
+        packets, wire_bytes, payload_bytes, keyframes, errors = counts
+        self._packets_sent += packets
+        self._payload_bytes += payload_bytes
+        self._keyframes_sent += keyframes
+        self._send_errors += errors
+        native_sent = getattr(self.sink, "native_sent", None)
+        if native_sent is not None:
+            native_sent(packets, wire_bytes, errors)
+        if keyframes and self.on_first_keyframe is not None:
+            hook, self.on_first_keyframe = self.on_first_keyframe, None
+            hook()
+
     def native_moved(self, addr: Address) -> None:
         """The sink's peer moved: the kernel sends there from now on."""
         self.forwarder.native_moved(self, addr)
@@ -349,7 +364,11 @@ class DownTrack:
 
     def on_nack(self, lost: list[int], now: float) -> None:
         """Answer a viewer's NACK (RFC 4585 §6.2.1) from the cache, as RTX when negotiated,
-        within the viewer's :class:`RetransmitBudget`."""
+        within the viewer's :class:`RetransmitBudget`.
+
+        Which packets go out is decided here; with a native slot they go out in one kernel
+        call after the decisions (the same datagrams, in the same order, as the Python path
+        sends them one by one)."""
         source = self.forwarder.source
         counters = self.counters
         counters.nack_requested += len(lost)
@@ -358,6 +377,9 @@ class DownTrack:
             return
         budget = self.budget
         bitrate = source.bitrate
+        slot = self.native
+        rtx = self.rtx_payload_type is not None and self.rtx_ssrc is not None
+        items: list[Item] = []
         answered = missed = 0
         for out_seq in budget.candidates(lost, now, self.stats.rtt):
             packet = self.forwarder.lookup((out_seq - self.seq_offset) & 0xFFFF)
@@ -367,6 +389,18 @@ class DownTrack:
             if not budget.spend(out_seq, len(packet.payload) + 40, now, bitrate):
                 break  # over budget: the rest of this packet's requests are refused too
             b0, ext = self.layout.build(packet, source.ext_ids)
+            if slot is not None:
+                items.append(
+                    (
+                        packet.payload,
+                        packet.sequence_number,
+                        packet.timestamp,
+                        packet.marker,
+                        False,
+                        ext,
+                    )
+                )
+                continue
             ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
             marker = 0x80 if packet.marker else 0
             if self.rtx_payload_type is not None and self.rtx_ssrc is not None:
@@ -386,10 +420,36 @@ class DownTrack:
             answered += 1
             counters.retransmitted_packets += 1
             counters.retransmitted_bytes += size
+        if items and slot is not None:
+            answered += self._resend_native(slot, items, rtx)
         self.retransmitted += answered
         self.nack_misses += missed
         counters.nack_missed += missed
         counters.nack_refused += len(lost) - answered - missed
+
+    def _resend_native(self, slot: Slot, items: list[Item], rtx: bool) -> int:
+        """One NACK's answers through the kernel; returns how many went out. RTX packets are
+        numbered on from ``_rtx_seq`` (one per answer, sent or not, as on the Python path)."""
+        rtx_stream: tuple[int, int, int] | None = None
+        if rtx:
+            assert self.rtx_payload_type is not None and self.rtx_ssrc is not None
+            rtx_stream = (self.rtx_payload_type, self.rtx_ssrc, (self._rtx_seq + 1) & 0xFFFF)
+            self._rtx_seq = (self._rtx_seq + len(items)) & 0xFFFF
+        try:
+            packets, wire_bytes, _, _, errors = self.forwarder.native_resend(
+                slot, items, rtx_stream
+            )
+        except Exception:  # not expected (the items are built above): count, never raise
+            log.exception("native NACK answer to %s failed", self)
+            packets, wire_bytes, errors = 0, 0, len(items)
+        self._send_errors += errors
+        native_sent = getattr(self.sink, "native_sent", None)
+        if native_sent is not None:
+            native_sent(packets, wire_bytes, errors)
+        counters = self.counters
+        counters.retransmitted_packets += packets
+        counters.retransmitted_bytes += wire_bytes
+        return packets
 
     def sender_report(self, now: float, ntp_now: int) -> RtcpSenderReport | None:
         """An SR whose NTP/RTP pair comes from the publisher's, shifted by our timestamp offset."""

@@ -8,10 +8,18 @@ Per packet it keeps a short history for NACKs (``cache``) and, for video, the pa
 last keyframe (``gop``) for fast start. :meth:`forward` is the hot loop: it iterates over an
 immutable tuple of DownTracks, so a join or leave during the loop cannot change it.
 
-LIVE DownTracks whose sink is a real :class:`MediaSink` are served by the native kernel when it
-is enabled (relaycast/native): one :class:`NativeGroup` call per packet for all of them; every
-other state (WAITING, CATCHING_UP and its fast-start replay, NACK answers) stays on the Python
-path, which is also the whole fan-out when the kernel is off.
+DownTracks whose sink is a real :class:`MediaSink` are served by the native kernel when it is
+enabled (relaycast/native): a LIVE one is a slot of the Forwarder's :class:`NativeGroup`, one
+call per packet for all of them; a CATCHING_UP one gets a *paused* slot at
+:meth:`Forwarder.catch_up`, its fast-start replay goes out one kernel call per chunk, and it
+joins the per-packet call once it has caught up; its NACK answers are one kernel call per NACK
+(:meth:`DownTrack.on_nack`). Only a WAITING DownTrack's first keyframe and a first-keyframe hook
+still pending at LIVE take the Python path, which is also the whole fan-out when the kernel is
+off (and the reference the kernel is tested against).
+
+Fast start is paced: at most ``REPLAY_CHUNK`` replayed packets per event-loop turn over all
+joining viewers, so that a burst of joins never holds the loop (live packets, other streams and
+timers run between turns).
 """
 
 from __future__ import annotations
@@ -33,11 +41,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: a GOP's packets as kernel items, built once per extension layout (by layout identity) and
+#: shared by every viewer with that layout that replays it
+_GopItems = dict[int, list[native.Item]]
+
 CACHE_SIZE = 1024  # packets kept for NACK answers (~3 s of 2.5 Mbps video)
 _CACHE_MASK = CACHE_SIZE - 1
 GOP_MAX_PACKETS = 1500  # fast-start burst limit (~1.8 MB)
 GOP_REFRESH_AGE = 4.0  # ask for a fresh keyframe when the cached one is older (s)
 REPLAY_CHUNK = 64  # fast-start packets sent per event-loop turn, over all joining viewers
+REPLAY_MIN_SHARE = 16  # one joining viewer's share of a turn is never smaller (call overhead)
 
 
 class Forwarder:
@@ -58,9 +71,12 @@ class Forwarder:
         self.gop_started = 0.0
         self.forward_errors = 0
         self.packets = 0
-        # viewers catching up on the GOP: (downtrack, GOP list being replayed, next index)
-        self._replays: list[tuple[DownTrack, list[RtpPacket], int]] = []
+        # viewers catching up on the GOP, served in turn: (downtrack, GOP list being replayed,
+        # next index, that GOP's packets as kernel items per extension layout)
+        self._replays: list[tuple[DownTrack, list[RtpPacket], int, _GopItems]] = []
         self._replay_scheduled = False
+        self._items_gop: list[RtpPacket] | None = None
+        self._items: _GopItems = {}
         self.newest: RtpPacket | None = None  # highest sequence number of the current source
         self.newest_at = 0.0
         self._layouts: dict[tuple[tuple[int, str, bytes | None], ...], ExtLayout] = {}
@@ -81,14 +97,24 @@ class Forwarder:
     # -- the native kernel's slots --------------------------------------------------------------
 
     def went_live(self, downtrack: DownTrack) -> None:
-        """A DownTrack is LIVE: the kernel sends for it from the next packet, if it can."""
+        """A DownTrack is LIVE: the kernel sends for it from the next packet, if it can (a
+        slot it got for its fast start is set live)."""
         group = self.native
-        if (
-            group is None
-            or downtrack.native is not None
-            or downtrack.state is not LIVE
-            or downtrack.on_first_keyframe is not None  # the hook runs on the Python path
-        ):  # (LIVE implies it joined this fan-out: connect() added it)
+        if group is None or downtrack.state is not LIVE:
+            return  # (LIVE implies it joined this fan-out: connect() added it)
+        if downtrack.on_first_keyframe is not None:
+            # the hook runs on the Python path, which calls this again once it has
+            self.left_live(downtrack)
+            return
+        slot = downtrack.native
+        if slot is not None:
+            group.set_live(slot)
+            return
+        self._take_slot(group, downtrack, live=True)
+
+    def _take_slot(self, group: native.NativeGroup, downtrack: DownTrack, *, live: bool) -> None:
+        """Give ``downtrack`` a kernel slot (paused unless ``live``) if its sink allows."""
+        if downtrack.native is not None:
             return
         sink = downtrack.sink
         if not isinstance(sink, MediaSink):
@@ -109,6 +135,7 @@ class Forwarder:
                 ts_offset=downtrack.ts_offset,
                 start_seq=downtrack._start_seq,
                 layout=downtrack.layout,
+                live=live,
             )
         except (ValueError, OSError) as exc:  # an address the kernel cannot take: stay in Python
             log.debug("%s stays on the Python path: %s", downtrack, exc)
@@ -117,7 +144,8 @@ class Forwarder:
         self._python_stale = True
 
     def left_live(self, downtrack: DownTrack) -> None:
-        """The kernel stops sending for ``downtrack``: its counts and sequence floor come back."""
+        """The kernel stops sending for ``downtrack`` (LIVE or catching up): its counts and
+        sequence floor come back."""
         slot = downtrack.native
         if slot is None or self.native is None:
             return
@@ -136,14 +164,23 @@ class Forwarder:
         if self.native is not None:
             for downtrack in self.downtracks:
                 self.left_live(downtrack)
-        self.native = native.NativeGroup() if enabled else None
+        self.native = group = native.NativeGroup() if enabled else None
         self._python_stale = True
         for downtrack in self.downtracks:
+            if group is not None and downtrack.state is CATCHING_UP:
+                self._take_slot(group, downtrack, live=False)
             self.went_live(downtrack)
 
-    def native_take(self, slot: native.Slot) -> tuple[int, int, int, int, int]:
+    def native_take(self, slot: native.Slot) -> native.Counts:
         assert self.native is not None
         return self.native.take(slot)
+
+    def native_resend(
+        self, slot: native.Slot, items: list[native.Item], rtx: tuple[int, int, int] | None
+    ) -> native.Counts:
+        """One NACK's answers to one viewer through the kernel (DownTrack.on_nack)."""
+        assert self.native is not None
+        return self.native.resend(slot, items, rtx)
 
     def native_moved(self, downtrack: DownTrack, addr: Address) -> None:
         slot = downtrack.native
@@ -273,9 +310,11 @@ class Forwarder:
     def catch_up(self, downtrack: DownTrack) -> None:
         """Fast start: replay the cached keyframe and what followed it to a new viewer.
 
-        The replay goes out in chunks of ``REPLAY_CHUNK`` packets per event-loop turn, so a
-        burst of joins does not hold up the live fan-out to everybody else; the joining viewer
-        gets no live packet until it has caught up with the GOP (which grows meanwhile).
+        The replay goes out in chunks, at most ``REPLAY_CHUNK`` packets per event-loop turn over
+        all joining viewers, so a burst of joins does not hold up the live fan-out to everybody
+        else; the joining viewer gets no live packet until it has caught up with the GOP (which
+        grows meanwhile). With the kernel, the viewer gets a paused slot now and each chunk is
+        one kernel call.
         """
         if self.source is None:
             return
@@ -286,35 +325,103 @@ class Forwarder:
             return
         if not downtrack.begin_replay(self.gop[0]):
             return
-        self._replays.append((downtrack, self.gop, 0))
-        self._replay()
+        if self.native is not None:
+            self._take_slot(self.native, downtrack, live=False)
+        self._replays.append((downtrack, self.gop, 0, self._items_for(self.gop)))
+        if not self._replay_scheduled:  # else it waits for its turn: one pacing chain only
+            self._replay()
         if time.monotonic() - self.gop_started > GOP_REFRESH_AGE:
             # the next viewer should not replay an ever longer burst
             self.source.request_keyframe()
 
+    def _items_for(self, gop: list[RtpPacket]) -> _GopItems:
+        if gop is not self._items_gop:
+            self._items_gop = gop
+            self._items = {}
+        return self._items
+
     def _replay(self) -> None:
-        """Send the next chunk of every pending replay; reschedule while any is left."""
+        """One turn: the next chunks of the pending replays, ``REPLAY_CHUNK`` packets in all,
+        in turn (those not served go first next time); reschedule while any is left."""
         self._replay_scheduled = False
-        budget = max(REPLAY_CHUNK // max(len(self._replays), 1), 8)
-        pending: list[tuple[DownTrack, list[RtpPacket], int]] = []
-        for downtrack, gop, index in self._replays:
+        replays = self._replays
+        budget = REPLAY_CHUNK
+        share = max(REPLAY_CHUNK // max(len(replays), 1), REPLAY_MIN_SHARE)
+        waiting: list[tuple[DownTrack, list[RtpPacket], int, _GopItems]] = []
+        served: list[tuple[DownTrack, list[RtpPacket], int, _GopItems]] = []
+        for entry in replays:
+            downtrack, gop, index, items = entry
             if downtrack.state is not CATCHING_UP:
                 continue  # closed or restarted meanwhile
-            tails: dict[int, tuple[int, bytes, bytes]] = {}
-            end = min(index + budget, len(gop))
-            for position in range(index, end):
-                tails.clear()
-                downtrack.send(gop[position], position == 0, tails, replay=True)
+            if budget <= 0:
+                waiting.append(entry)
+                continue
+            end = min(index + min(share, budget), len(gop))
+            budget -= end - index
+            if downtrack.native is not None:
+                self._replay_native(downtrack, gop, index, end, items)
+            else:
+                self._replay_python(downtrack, gop, index, end)
+            if downtrack.state is not CATCHING_UP:
+                continue
             if end < len(gop):
-                pending.append((downtrack, gop, end))
-            elif gop is not self.gop and self.gop:
-                pending.append((downtrack, self.gop, 0))  # a new GOP began: continue into it
+                served.append((downtrack, gop, end, items))
+            elif gop is not self.gop and self.gop:  # a new GOP began: continue into it
+                served.append((downtrack, self.gop, 0, self._items_for(self.gop)))
             else:
                 downtrack.caught_up()  # live packets from now on
-        self._replays = pending
+        self._replays = pending = waiting + served
         if pending and not self._replay_scheduled:
             self._replay_scheduled = True
             asyncio.get_running_loop().call_soon(self._replay)
+
+    def _replay_python(
+        self, downtrack: DownTrack, gop: list[RtpPacket], index: int, end: int
+    ) -> None:
+        tails: dict[int, tuple[int, bytes, bytes]] = {}
+        for position in range(index, end):
+            tails.clear()
+            downtrack.send(gop[position], position == 0, tails, replay=True)
+
+    def _replay_native(
+        self,
+        downtrack: DownTrack,
+        gop: list[RtpPacket],
+        index: int,
+        end: int,
+        cache: _GopItems,
+    ) -> None:
+        """``gop[index:end]`` to ``downtrack``'s paused slot in one kernel call; the items (the
+        packets with the layout's extension block) are built once per GOP and layout."""
+        layout = downtrack.layout
+        items = cache.get(id(layout))
+        if items is None:
+            items = cache[id(layout)] = []
+        if len(items) < end:
+            source = self.source
+            ids = source.ext_ids if source is not None else {}
+            for position in range(len(items), end):
+                packet = gop[position]
+                items.append(
+                    (
+                        packet.payload,
+                        packet.sequence_number,
+                        packet.timestamp,
+                        packet.marker,
+                        position == 0,
+                        layout.build(packet, ids)[1],
+                    )
+                )
+        group, slot = self.native, downtrack.native
+        assert group is not None and slot is not None
+        try:
+            counts = group.replay(slot, items, index, end)
+        except Exception:  # nothing was sent: the Python path takes this viewer over
+            log.exception("native fast start to %s failed", downtrack)
+            self.left_live(downtrack)
+            self._replay_python(downtrack, gop, index, end)
+            return
+        downtrack.native_counted(counts)
 
     def frame_size(self) -> FrameSize | None:
         """The size the cached keyframe announces (its first packets carry SPS / frame header)."""
