@@ -301,6 +301,10 @@ async def test_delete_cleans_up_at_once(server: InProcess) -> None:
         sub = media.sessions[session_id(viewer.location)]
         pub = media.sessions[session_id(publisher.location)]
         sub_ufrag, sub_addr = sub.transport.local_ufrag, sub.transport.addr
+        # the viewer's SRTCP proved its handshake done: OpenSSL's connection is gone, and the
+        # close_notify below is sealed with the kept record keys (net/dtls_records.py)
+        assert await wait_for(lambda: sub.transport.dtls.retired, 10.0)
+        assert await wait_for(lambda: pub.transport.dtls.retired, 10.0)
         downtracks = list(sub.downtracks)
         assert len(downtracks) == 2
         forwarders = media.streams["s2"].forwarders

@@ -57,9 +57,13 @@ def make_certificate(kind: str) -> tuple[x509.Certificate, object]:
 class OpenSslPeer:
     """An independent DTLS peer: pyOpenSSL over a memory BIO, client or server."""
 
-    def __init__(self, kind: str, profiles: bytes, *, client: bool = True) -> None:
+    def __init__(
+        self, kind: str, profiles: bytes, *, client: bool = True, ciphers: bytes = b""
+    ) -> None:
         self.cert, key = make_certificate(kind)
         ctx = SSL.Context(SSL.DTLS_METHOD)
+        if ciphers:
+            ctx.set_cipher_list(ciphers)
         ctx.use_certificate(self.cert)
         ctx.use_privatekey(key)  # type: ignore[arg-type]
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
@@ -379,3 +383,90 @@ def test_client_retransmits_lost_client_hello() -> None:
     client.handle_timeout()
     assert events.sent, "nothing retransmitted after the timeout"
     assert events.sent[0][0] == 22  # a handshake record again (ClientHello)
+
+
+# -- retirement: OpenSSL's connection dropped, alerts still authenticated (dtls_records.py) --
+
+
+def retired_with_peer(
+    kind: str = "ecdsa", ciphers: bytes = b""
+) -> tuple[DtlsEndpoint, Events, OpenSslPeer]:
+    peer = OpenSslPeer(kind, BOTH_PROFILES, ciphers=ciphers)
+    ep, events = endpoint(DtlsCertificate(), [("sha-256", peer.fingerprint)], client=False)
+    pump_with_peer(ep, events, peer)
+    assert ep.connected
+    ep.retire()
+    assert ep.retired
+    return ep, events, peer
+
+
+def test_retire_needs_a_finished_handshake() -> None:
+    ep, _events = endpoint(DtlsCertificate(), [("sha-256", "00")], client=False)
+    ep.retire()
+    assert not ep.retired
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_retired_endpoint_recognises_the_peers_close_notify(kind: str) -> None:
+    ep, events, peer = retired_with_peer(kind)
+    peer.conn.send(b"data channel bytes we never negotiated")
+    for datagram in peer.outgoing():
+        ep.receive(datagram)
+    assert events.closed == []
+    assert peer.conn.shutdown() is False
+    for datagram in peer.outgoing():
+        ep.receive(datagram)
+    assert events.closed == ["close_notify"]
+
+
+def test_retired_endpoint_ignores_forged_alerts() -> None:
+    ep, events, peer = retired_with_peer()
+    assert peer.conn.shutdown() is False
+    (real,) = peer.outgoing()
+    forged = bytearray(real)
+    forged[-1] ^= 0x01  # tag no longer matches
+    replayed_epoch0 = bytes((21, 0xFE, 0xFD, 0, 0)) + bytes(6) + b"\x00\x02\x01\x00"
+    for datagram in (bytes(forged), replayed_epoch0, real[:20], b"\x15" * 13):
+        ep.receive(datagram)
+    assert events.closed == []
+    ep.receive(real)
+    assert events.closed == ["close_notify"]
+
+
+@pytest.mark.parametrize(
+    "ciphers", [b"", b"ECDHE-ECDSA-AES256-GCM-SHA384", b"ECDHE-ECDSA-AES128-GCM-SHA256"]
+)
+def test_retired_endpoint_sends_a_close_notify_the_peer_accepts(ciphers: bytes) -> None:
+    ep, events, peer = retired_with_peer(ciphers=ciphers)
+    events.sent.clear()
+    ep.close()
+    assert len(events.sent) == 1
+    peer.conn.bio_write(events.sent[0])
+    with pytest.raises(SSL.ZeroReturnError):
+        peer.conn.recv(1500)
+
+
+def test_record_keys_only_for_aes_gcm_suites() -> None:
+    from relaycast.net.dtls_records import RecordKeys
+
+    args = (bytes(48), bytes(32), bytes(32))
+    assert RecordKeys.derive("ECDHE-RSA-AES128-SHA", *args, is_client=False) is None
+    assert (
+        RecordKeys.derive("ECDHE-ECDSA-AES128-GCM-SHA256", bytes(47), *args[1:], is_client=False)
+        is None
+    )
+    assert RecordKeys.derive("ECDHE-RSA-AES256-GCM-SHA384", *args, is_client=True) is not None
+
+
+def test_cbc_suites_keep_openssls_connection() -> None:
+    peer = OpenSslPeer("ecdsa", BOTH_PROFILES, ciphers=b"ECDHE-ECDSA-AES128-SHA")
+    ep, events = endpoint(DtlsCertificate(), [("sha-256", peer.fingerprint)], client=False)
+    pump_with_peer(ep, events, peer)
+    assert ep.connected
+    ep.retire()
+    assert not ep.retired  # no record keys for CBC: close_notify still goes through OpenSSL
+    events.sent.clear()
+    ep.close()
+    peer.conn.bio_write(events.sent[0])
+    with pytest.raises(SSL.ZeroReturnError):
+        peer.conn.recv(1500)

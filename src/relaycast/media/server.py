@@ -25,6 +25,7 @@ from relaycast.media.subscriber import Subscriber
 from relaycast.net.addresses import candidate_addresses
 from relaycast.net.dtls import DtlsCertificate
 from relaycast.net.ice_lite import IceLite
+from relaycast.net.ice_tcp import IceTcpListener, open_ice_tcp
 from relaycast.net.udp_mux import UdpMux, open_udp_mux
 from relaycast.sdp import (
     LocalTransport,
@@ -73,6 +74,8 @@ class MediaServer:
         self.ice = IceLite(self.counters)
         self._mux: UdpMux | None = None
         self.udp_port = config.udp_port
+        #: ICE-TCP on the media port number (config.ice_tcp), None when off or not possible
+        self.ice_tcp: IceTcpListener | None = None
         self.candidates: list[str] = []
         self.streams: dict[str, Stream] = {}
         self.sessions: dict[str, Session] = {}
@@ -99,15 +102,38 @@ class MediaServer:
         assert self._mux.sock is not None
         self.udp_port = self._mux.sock.getsockname()[1]
         self.candidates = candidate_addresses(self.config)
+        if self.config.ice_tcp:
+            await self._start_ice_tcp()
         log.info("fan-out path: %s", native.describe())
         self._tasks = [
             asyncio.create_task(self._every(FAST_TICK, self._fast_tick)),
             asyncio.create_task(self._every(SLOW_TICK, self._slow_tick)),
         ]
 
+    async def _start_ice_tcp(self) -> None:
+        """Listen for ICE-TCP on the media port number. A port another program holds on TCP
+        costs the candidates, not the server (8443 is a common HTTPS port)."""
+        config = self.config
+        try:
+            self.ice_tcp = await open_ice_tcp(
+                config.media_bind_host(),
+                self.udp_port,
+                self.mux,
+                self.ice,
+                per_ip=2 * config.max_sessions_per_ip,
+                total=config.max_sessions,
+            )
+        except OSError as exc:
+            log.warning("no ICE-TCP: tcp/%d cannot be bound (%s)", self.udp_port, exc)
+            return
+        log.info("ICE-TCP on tcp/%d", self.udp_port)
+
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
             session.close("server shutting down")
+        if self.ice_tcp is not None:
+            self.ice_tcp.close()
+            self.ice_tcp = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -166,6 +192,7 @@ class MediaServer:
             pwd=session.transport.local_pwd,
             fingerprint=self.certificate.fingerprint,
             candidates=[(ip, self.udp_port) for ip in self.candidates],
+            ice_tcp=self.ice_tcp is not None,
         )
 
     def _stream(self, name: str) -> Stream:

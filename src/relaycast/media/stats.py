@@ -90,6 +90,15 @@ class ServerCounters:
     sessions_created: int = 0
     sessions_closed: int = 0
     send_errors: int = 0
+    #: ICE-TCP (net/ice_tcp.py): connections accepted, refused by a cap, closed for a
+    #: protocol violation (bad framing, garbage, no valid Binding first), closed for sending
+    #: no valid Binding in time; bytes in and out (framing included)
+    tcp_connections: int = 0
+    tcp_refused: int = 0
+    tcp_dropped: int = 0
+    tcp_timeouts: int = 0
+    tcp_bytes_in: int = 0
+    tcp_bytes_out: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from relaycast.net.dtls_records import RecordKeys, ends_association
+
 log = logging.getLogger(__name__)
 
 # RFC 5764 §4.1.2 profile names as OpenSSL spells them, in our order of preference.
@@ -85,6 +87,9 @@ class DtlsCertificate:
         # WebRTC never resumes DTLS sessions; a shared context would otherwise cache every
         # session's state (OpenSSL keeps up to 20,480), memory an anonymous viewer could fill.
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # ... and no tickets either (5 KiB per session); idle record buffers are freed.
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         # Self-signed certificates are the norm in WebRTC: accept the chain here, verify the
         # fingerprint from the SDP once the handshake is done (RFC 8827 §6.5).
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
@@ -162,7 +167,9 @@ class DtlsEndpoint:
     """One DTLS association. Feed datagrams to :meth:`receive`; outgoing ones go to ``send``.
 
     ``on_connected`` fires once with the SRTP keys; ``on_closed`` when the peer sends
-    close_notify or the handshake fails.
+    close_notify or the handshake fails. Once the peer has shown that it finished the
+    handshake, :meth:`retire` swaps OpenSSL's connection for the few bytes of
+    :class:`~relaycast.net.dtls_records.RecordKeys` (dtls_records.py says why).
     """
 
     def __init__(
@@ -185,7 +192,9 @@ class DtlsEndpoint:
         self._certificate = certificate
         self._sent = False  # whether we have answered anything yet
         self.resets = 0
-        self._conn = self._new_connection()
+        self._conn: SSL.Connection | None = self._new_connection()
+        self._records: RecordKeys | None = None  # epoch-1 keys, kept for retire()
+        self.retired = False
 
     def _new_connection(self) -> SSL.Connection:
         conn = SSL.Connection(self._certificate.context(), None)
@@ -205,12 +214,19 @@ class DtlsEndpoint:
         """Process one DTLS datagram (RFC 7983 first byte 20..63)."""
         if self.closed:
             return
-        self._conn.bio_write(data)
+        conn = self._conn
+        if conn is None:  # retired: only alerts matter (dtls_records.py)
+            if self._records is not None and any(
+                ends_association(alert) for alert in self._records.open_alerts(data)
+            ):
+                self._close("close_notify")
+            return
+        conn.bio_write(data)
         if not self.connected:
             self._handshake()
             return
         try:
-            self._conn.recv(1500)  # application data (a data channel) is not used
+            conn.recv(1500)  # application data (a data channel) is not used
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
@@ -221,13 +237,13 @@ class DtlsEndpoint:
 
     def timeout(self) -> float | None:
         """Seconds until the next handshake retransmission is due (RFC 6347 §4.2.4)."""
-        if self.connected or self.closed:
+        if self.connected or self.closed or self._conn is None:
             return None
         value = self._conn.DTLSv1_get_timeout()
         return None if value is None else float(value)
 
     def handle_timeout(self) -> None:
-        if self.connected or self.closed:
+        if self.connected or self.closed or self._conn is None:
             return
         try:
             self._conn.DTLSv1_handle_timeout()
@@ -242,13 +258,27 @@ class DtlsEndpoint:
             return
         self.closed = True
         if self.connected:
-            with contextlib.suppress(SSL.Error):
-                self._conn.shutdown()
-            self._flush()
+            if self._conn is not None:
+                with contextlib.suppress(SSL.Error):
+                    self._conn.shutdown()
+                self._flush()
+            elif self._records is not None:
+                self._send(self._records.seal_alert())
+        self._conn = None
+
+    def retire(self) -> None:
+        """The peer has finished the handshake (it sent authenticated SRTP/SRTCP, which it
+        does only after our last flight arrived, RFC 5764 §4.1): no retransmission of ours
+        can be needed any more, so OpenSSL's connection goes and the record keys stay."""
+        if self.retired or not self.connected or self.closed or self._records is None:
+            return
+        self.retired = True
+        self._conn = None
 
     # -- internals ------------------------------------------------------------------------
 
     def _handshake(self) -> None:
+        assert self._conn is not None
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
@@ -273,9 +303,19 @@ class DtlsEndpoint:
             self._close(str(exc))
             return
         self.connected = True
+        conn = self._conn
+        assert conn is not None
+        self._records = RecordKeys.derive(
+            conn.get_cipher_name() or "",
+            conn.master_key() or b"",
+            conn.client_random() or b"",
+            conn.server_random() or b"",
+            is_client=self.is_client,
+        )
         self._on_connected(keys)
 
     def _finish(self) -> SrtpKeys:
+        assert self._conn is not None
         cert = self._conn.get_peer_certificate(as_cryptography=True)
         if cert is None:
             raise DtlsError("peer sent no certificate")
@@ -308,7 +348,7 @@ class DtlsEndpoint:
         return False
 
     def _flush(self) -> None:
-        while True:
+        while self._conn is not None:
             try:
                 data = self._conn.bio_read(65536)
             except SSL.WantReadError:
@@ -322,4 +362,5 @@ class DtlsEndpoint:
         if self.closed:
             return
         self.closed = True
+        self._conn = None
         self._on_closed(reason)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from relaycast.media.stats import ServerCounters
 from relaycast.net import stun
+from relaycast.net.udp_mux import wire_address
 
 if TYPE_CHECKING:
     from relaycast.net.transport import PeerTransport
@@ -109,6 +110,7 @@ class IceLite:
         if verdict is BindingVerdict.REFUSE:
             return
         if self.mux is not None:
-            self.mux.sendto(stun.binding_success(message, addr, pwd.encode()), addr)
+            answer = stun.binding_success(message, wire_address(addr), pwd.encode())
+            self.mux.sendto(answer, addr)  # to a UDP address or onto an ICE-TCP connection
         if verdict is BindingVerdict.FRESH:
             peer.on_binding(addr, local_ufrag, covered.get(stun.USE_CANDIDATE) is not None)

@@ -124,6 +124,13 @@ class MediaSink:
         for owner in list(self.native_owners):
             owner.native_moved(addr)
 
+    def route(self, sendto: Callable[[_Bytes, Address], int], addr: Address) -> None:
+        """Send to ``addr`` with ``sendto`` from now on: the peer moved, possibly between UDP
+        and an ICE-TCP connection. The native owners see the move and, when the new
+        ``sendto`` is no UDP socket's, go back to the Python path (native_handles is None)."""
+        self._sendto = sendto
+        self.addr = addr
+
     # totals, with what the native kernel sent for this sink's DownTracks taken in first
 
     @property

@@ -163,6 +163,19 @@ class PeerTransport:
         if addr == self.addr:
             self.close("its address was taken over by a new session")
 
+    def path_closed(self, addr: Address) -> None:
+        """The ICE-TCP connection named ``addr`` closed (the mux has unbound it). The media
+        path gone ends a connected session; one still connecting waits for another path."""
+        self._validated.discard(addr)
+        if self._dtls_addr == addr:
+            self._dtls_addr = None
+        if addr != self.addr:
+            return
+        if self.sink is None:
+            self.addr = None
+        else:
+            self.close("its ICE-TCP connection closed")
+
     def on_binding(self, addr: Address, ufrag: str, use_candidate: bool) -> None:
         """A fresh, answered Binding request from validated ``addr`` (RFC 8445 §7.3.1.4-5)."""
         if self.closed:
@@ -200,7 +213,7 @@ class PeerTransport:
             log.debug("media for %s now goes to %s", self.local_ufrag, addr)
         self.addr = addr
         if self.sink is not None:
-            self.sink.addr = addr
+            self.sink.route(self.mux.sender_for(addr), addr)  # UDP or an ICE-TCP connection
             if self.wants_own_socket:
                 self._dedicate()
 
@@ -242,12 +255,11 @@ class PeerTransport:
             self._move(self._dtls_addr)
         self.last_heard_us = time.time_ns() // 1000
         srtp = self.srtp = SrtpContext(keys)
-        sock = self.mux.sock
-        assert self.addr is not None and sock is not None
+        assert self.addr is not None
         self.sink = MediaSink(
             protect=srtp.protect,
             protect_rtcp=srtp.protect_rtcp,
-            sendto=sock.sendto,
+            sendto=self.mux.sender_for(self.addr),  # a TCP path's has no native handles
             addr=self.addr,
             stream=self.counters,
             server=self.mux.counters,
@@ -295,6 +307,8 @@ class PeerTransport:
         except SrtpError:  # authentication or replay check failed (RFC 3711 §3.3)
             self.counters.srtp_auth_failures += 1
             return
+        if not self.dtls.retired:  # the peer is past its handshake: OpenSSL's state can go
+            self.dtls.retire()
         if addr == self.addr:
             self.last_heard_us = arrival_us
         else:  # authenticated, fresh media from another validated pair: is the peer there?

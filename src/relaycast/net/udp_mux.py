@@ -7,6 +7,10 @@
 Anything else, or DTLS/SRTP from an address no session has validated with STUN, is dropped and
 counted: garbage on the port never reaches a session.
 
+ICE-TCP connections (``net/ice_tcp.py``) are paths of the same mux: each has a key shaped like
+an address, ``("tcp:<ip>", <port>)``, that sessions validate, bind and send to like a UDP
+address; :meth:`UdpMux.sendto` frames what goes there onto the connection.
+
 Datagrams are read with ``recvmsg`` and the kernel's receive timestamp (``SO_TIMESTAMPNS``):
 transport-wide congestion control feedback reports when a packet reached the host, not when the
 event loop got to it, so a fan-out burst that keeps the loop busy for a few milliseconds does not
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import struct
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING
 from relaycast.media.stats import ServerCounters
 
 if TYPE_CHECKING:
+    from relaycast.net.ice_tcp import IceTcpConnection
     from relaycast.net.transport import PeerTransport
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,27 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value, absent fr
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 READS_PER_WAKEUP = 256  # drain the socket in batches, but let timers run in between
+TCP_PREFIX = "tcp:"
+
+
+def tcp_key(peer: Address) -> Address:
+    """The name of the ICE-TCP path from ``peer``: never equal to a UDP address."""
+    return (TCP_PREFIX + peer[0], peer[1])
+
+
+def is_tcp(addr: Address) -> bool:
+    """Whether ``addr`` names an ICE-TCP path (:func:`tcp_key`)."""
+    return addr[0].startswith(TCP_PREFIX)
+
+
+def wire_address(addr: Address) -> Address:
+    """The peer's IP and port as the network sees them (XOR-MAPPED-ADDRESS), for UDP
+    addresses and ICE-TCP paths alike."""
+    return (addr[0].removeprefix(TCP_PREFIX), addr[1])
+
+
+def _closed_path(data: bytes, addr: Address) -> int:
+    raise OSError(errno.ENOTCONN, f"no connection for {addr}")
 
 
 class UdpMux:
@@ -51,6 +78,8 @@ class UdpMux:
         self._on_stun = on_stun
         self.counters = counters if counters is not None else ServerCounters()
         self.by_address: dict[Address, PeerTransport] = {}
+        #: open ICE-TCP connections by path key (net/ice_tcp.py), validated or not
+        self.tcp_paths: dict[Address, IceTcpConnection] = {}
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the media socket has SO_REUSEPORT, so publishers can get a socket of their own
@@ -113,6 +142,13 @@ class UdpMux:
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send without awaiting: a full socket buffer drops the datagram (the peer NACKs)."""
+        if self.tcp_paths and is_tcp(addr):
+            try:
+                self.sender_for(addr)(data, addr)
+            except OSError as exc:
+                self.counters.send_errors += 1
+                log.debug("ice-tcp send to %s failed: %s", addr, exc)
+            return
         sock = self.sock
         if sock is None:
             return
@@ -139,6 +175,27 @@ class UdpMux:
     def unbind(self, addr: Address, peer: PeerTransport) -> None:
         if self.by_address.get(addr[:2]) is peer:
             del self.by_address[addr[:2]]
+            conn = self.tcp_paths.get(addr)
+            if conn is not None:  # the session let go of its ICE-TCP path: close it
+                conn.close("its session let go of it")
+
+    def sender_for(self, addr: Address) -> Callable[[bytes, Address], int]:
+        """What sends to ``addr``: the media socket's ``sendto`` for a UDP address (the native
+        fan-out kernel recognises it), the connection's for an ICE-TCP path."""
+        if is_tcp(addr):
+            conn = self.tcp_paths.get(addr)
+            return conn.sendto if conn is not None else _closed_path
+        if self.sock is None:
+            return _closed_path
+        return self.sock.sendto
+
+    def tcp_path_closed(self, key: Address, conn: IceTcpConnection) -> None:
+        """An ICE-TCP connection closed: its session (if any) loses that path."""
+        if self.tcp_paths.get(key) is conn:
+            del self.tcp_paths[key]
+        owner = self.by_address.pop(key, None)
+        if owner is not None:
+            owner.path_closed(key)
 
     # -- dedicated sockets ----------------------------------------------------------------------
 
@@ -152,7 +209,7 @@ class UdpMux:
         per event-loop turn. None where that is not possible (then all stays on one socket).
         """
         main, loop = self.sock, self._loop
-        if main is None or loop is None or not self.reuse_port:
+        if main is None or loop is None or not self.reuse_port or is_tcp(addr):
             return None
         sock = _media_socket(main.family)
         try:
