@@ -87,6 +87,8 @@ class Config:
     stream_keys: Mapping[str, str] = field(default_factory=_empty_keys, hash=False)
     generated_key: str | None = None
     ice_servers: tuple[str, ...] = ()
+    #: ICE over TCP (RFC 6544 passive candidates) on the media port number
+    ice_tcp: bool = True
     max_bitrate: int = 10_000_000
     keyframe_interval: float = 0.5
     consent_timeout: float = 30.0
@@ -162,6 +164,8 @@ class Config:
             raise ConfigError(
                 f"{_spell('trust_proxy')} must be true or false, got {self.trust_proxy!r}"
             )
+        if not isinstance(self.ice_tcp, bool):
+            raise ConfigError(f"{_spell('ice_tcp')} must be true or false, got {self.ice_tcp!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
@@ -451,6 +455,7 @@ _SCALARS: dict[str, Any] = {
     "bad_key_limit": _as_int,
     "bad_key_window": _as_float,
     "trust_proxy": _as_bool,
+    "ice_tcp": _as_bool,
     "tls_cert": _as_str,
     "tls_key": _as_str,
     "tls_self_signed": _as_bool,
@@ -485,6 +490,7 @@ _FLAG_DESTS = {
     "bad_key_limit": "bad_key_limit",
     "bad_key_window": "bad_key_window",
     "trust_proxy": "trust_proxy",
+    "ice_tcp": "ice_tcp",
     "tls_cert": "tls_cert",
     "tls_key": "tls_key",
     "tls_self_signed": "tls_self_signed",
@@ -524,6 +530,7 @@ _ENV_VARS = {
     "RELAYCAST_BAD_KEY_LIMIT": "bad_key_limit",
     "RELAYCAST_BAD_KEY_WINDOW": "bad_key_window",
     "RELAYCAST_TRUST_PROXY": "trust_proxy",
+    "RELAYCAST_ICE_TCP": "ice_tcp",
     "RELAYCAST_TLS_CERT": "tls_cert",
     "RELAYCAST_TLS_KEY": "tls_key",
     "RELAYCAST_TLS_SELF_SIGNED": "tls_self_signed",

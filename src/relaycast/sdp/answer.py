@@ -11,6 +11,10 @@ from relaycast.sdp.negotiate import Negotiated, NegotiatedMedia
 
 _HOST_TYPE_PREFERENCE = 126  # RFC 8445 §5.1.2.2
 _COMPONENT_RTP = 1
+#: RFC 6544 §4.2: local preference = 2^13 * direction-pref + other-pref; a passive host
+#: candidate's direction-pref is 4 (active 6, S-O 2), other-pref is 0..8191
+_TCP_PASSIVE_DIRECTION_PREFERENCE = 4
+_TCP_OTHER_PREFERENCE = 8191
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,8 @@ class LocalTransport:
     pwd: str
     fingerprint: str
     candidates: list[tuple[str, int]]
+    #: also offer each candidate's address and port over TCP (RFC 6544, tcptype passive)
+    ice_tcp: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,32 @@ def candidate_priority(index: int) -> int:
     return (1 << 24) * _HOST_TYPE_PREFERENCE + (1 << 8) * local_pref + (256 - _COMPONENT_RTP)
 
 
+def tcp_candidate_priority(index: int) -> int:
+    """Priority of our ``index``-th passive TCP host candidate (RFC 6544 §4.2): the host type
+    preference, local preference 2^13 * 4 (passive) + 8191 - index, component 1. Below every
+    UDP host candidate of ours (their local preference is 65535 - index), so a client that can
+    reach us over UDP uses UDP."""
+    other = max(0, _TCP_OTHER_PREFERENCE - index)
+    local_pref = (1 << 13) * _TCP_PASSIVE_DIRECTION_PREFERENCE + other
+    return (1 << 24) * _HOST_TYPE_PREFERENCE + (1 << 8) * local_pref + (256 - _COMPONENT_RTP)
+
+
 def candidate_lines(local: LocalTransport) -> list[str]:
-    """``a=candidate`` lines (RFC 8839 §5.1) for our host candidates, then
-    ``a=end-of-candidates`` (RFC 8840 §8.2): ICE-lite gathers nothing later."""
+    """``a=candidate`` lines (RFC 8839 §5.1) for our host candidates, UDP first (some clients
+    read only the first), then, with ICE-TCP, a passive TCP candidate (RFC 6544 §4.5) at each
+    address, then ``a=end-of-candidates`` (RFC 8840 §8.2): ICE-lite gathers nothing later.
+    Foundations differ between UDP and TCP candidates (RFC 8445 §5.1.1.3)."""
     lines = [
         f"a=candidate:{i + 1} {_COMPONENT_RTP} udp {candidate_priority(i)} {ip} {port} typ host"
         for i, (ip, port) in enumerate(local.candidates)
     ]
+    if local.ice_tcp:
+        first = len(local.candidates) + 1
+        lines += [
+            f"a=candidate:{first + i} {_COMPONENT_RTP} tcp {tcp_candidate_priority(i)} {ip} "
+            f"{port} typ host tcptype passive"
+            for i, (ip, port) in enumerate(local.candidates)
+        ]
     lines.append("a=end-of-candidates")
     return lines
 
