@@ -6,7 +6,10 @@ freshness every few seconds (RFC 7675 §5.1), DTLS 1.2 as client (``a=setup:acti
 §5) and SRTP/SRTCP (RFC 3711) whose authentication failures are counted, never ignored.
 
 The socket is ``connect``-ed to the remote candidate, so receiving is one ``recv`` per datagram
-in a drain loop driven by ``loop.add_reader`` (no per-datagram asyncio protocol call).
+in a drain loop driven by ``loop.add_reader`` (no per-datagram asyncio protocol call). Once SRTP
+keys exist, ``on_srtp`` may take the socket over (the bench viewers' native receive path,
+:mod:`relaycast.loadgen.receiver`): from then on this transport reads nothing itself and gets
+the datagrams that are not SRTP through :meth:`ClientTransport.handle_datagram`.
 """
 
 from __future__ import annotations
@@ -217,6 +220,7 @@ class ClientTransport:
         on_rtcp: Callable[[bytes], None] | None = None,
         rcvbuf: int = 1 << 19,
         fast_gcm: bool = True,
+        on_srtp: Callable[[], bool] | None = None,
     ) -> None:
         self.certificate = certificate
         self.on_rtp = on_rtp
@@ -245,6 +249,11 @@ class ClientTransport:
         self.send_errors = 0
         self.closed = False
         self.fast_gcm = fast_gcm
+        #: called once SRTP keys exist; True: the caller reads the socket from now on
+        self.on_srtp = on_srtp
+        #: called first by close() (a native receiver must forget the socket before it closes)
+        self.on_close: Callable[[], None] | None = None
+        self.handed_over = False
         self._rtp_unprotect: Callable[[bytes], bytes] | None = None
         self._check_tid: bytes | None = None
         self._timers: list[asyncio.TimerHandle] = []
@@ -280,13 +289,15 @@ class ClientTransport:
         if self.closed:
             return
         self.closed = True
+        if self.on_close is not None:
+            self.on_close()
         for t in self._timers:
             t.cancel()
         if self._dtls_timer is not None:
             self._dtls_timer.cancel()
         if self.dtls is not None and self.dtls.connected:
             self.dtls.close()
-        if self._loop is not None:
+        if self._loop is not None and not self.handed_over:
             self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
         self.srtp = None
@@ -400,6 +411,9 @@ class ClientTransport:
             self._rtp_unprotect = GcmRtpReceiver(keys.remote_key).unprotect
         else:
             self._rtp_unprotect = self.srtp.unprotect
+        if self.on_srtp is not None and self._loop is not None and self.on_srtp():
+            self._loop.remove_reader(self.sock.fileno())
+            self.handed_over = True
         self.connected.set()
 
     def _dtls_closed(self, reason: str) -> None:
@@ -432,7 +446,7 @@ class ClientTransport:
             first = data[0] if data else 0
             srtp = self.srtp
             if 127 < first < 192 and srtp is not None:
-                if 191 < data[1] < 224:  # RTCP (RFC 5761 §4)
+                if len(data) > 1 and 191 < data[1] < 224:  # RTCP (RFC 5761 §4)
                     try:
                         plain = srtp.unprotect_rtcp(data)
                     except SrtpError as exc:
@@ -458,6 +472,29 @@ class ClientTransport:
             elif 19 < first < 64 and self.dtls is not None:
                 self.dtls.receive(data)
                 self._arm_dtls_timer()
+                if self.handed_over:  # the native receiver reads the rest
+                    return
+
+    def handle_datagram(self, data: bytes) -> None:
+        """A datagram the native receiver handed back: SRTCP, STUN or DTLS."""
+        if self.closed:
+            return
+        first = data[0] if data else 0
+        if 127 < first < 192:
+            if self.srtp is None:
+                return
+            try:
+                plain = self.srtp.unprotect_rtcp(data)
+            except SrtpError as exc:
+                self._srtp_error(exc)
+                return
+            if self.on_rtcp is not None:
+                self.on_rtcp(plain)
+        elif first < 4:
+            self._on_stun(data)
+        elif 19 < first < 64 and self.dtls is not None:
+            self.dtls.receive(data)
+            self._arm_dtls_timer()
 
     def _srtp_error(self, exc: Exception) -> None:
         if "replay" in str(exc):

@@ -6,6 +6,11 @@ log, tracks sequence numbers per SSRC for receiver reports (RFC 3550 §6.4.2) an
 (RFC 4585 §6.2.1), notes when the first packet and the first complete keyframe arrived, and keeps
 consent alive with a Binding request every ~5 s (RFC 7675). Many viewers share one asyncio loop
 in a worker process, each with its own UDP socket (the server maps source address -> session).
+
+Once a viewer's SRTP keys exist, its socket is read by the worker's native receiver
+(:mod:`relaycast.loadgen.receiver`: recvmmsg, libsrtp and the logs in C, for all the worker's
+viewers in one call) when it is built and not switched off (``RELAYCAST_LOADGEN_NATIVE=0``);
+otherwise by the Python transport, with :class:`ReceiveLog` keeping the same logs.
 """
 
 from __future__ import annotations
@@ -14,18 +19,17 @@ import asyncio
 import contextlib
 import os
 import secrets
-import struct
 import time
-import zlib
-from array import array
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from relaycast.loadgen import receiver as native_receiver
 from relaycast.loadgen.client_transport import ClientTransport, build_offer, parse_answer
+from relaycast.loadgen.receive_log import ReceiveLog, kind_table
+from relaycast.loadgen.receiver import NativeLog, ReceiverSet
 from relaycast.net.dtls import DtlsCertificate
-from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.rtcp import (
     RtcpNack,
     RtcpReceiverReport,
@@ -35,51 +39,40 @@ from relaycast.rtp.rtcp import (
     parse_compound,
 )
 
-_HDR = struct.Struct("!BBHII")
-_NACK_MAX_GAP = 64
-
-
-class _SeqState:
-    """Extended sequence numbers and loss for one SSRC (RFC 3550 Appendix A.1, A.3)."""
-
-    __slots__ = ("base", "expected_prior", "kind", "max_ext", "received", "received_prior")
-
-    def __init__(self, seq: int, kind: str) -> None:
-        self.kind = kind
-        self.base = seq
-        self.max_ext = seq
-        self.received = 0
-        self.expected_prior = 0
-        self.received_prior = 0
-
 
 class Viewer:
-    """One WHEP session; ``join`` returns once SRTP keys exist."""
+    """One WHEP session; ``join`` returns once SRTP keys exist. With ``receivers`` the
+    socket moves to that native receiver as soon as the keys exist."""
 
-    def __init__(self, index: int, certificate: DtlsCertificate, codec: str) -> None:
+    def __init__(
+        self,
+        index: int,
+        certificate: DtlsCertificate,
+        codec: str,
+        receivers: ReceiverSet | None = None,
+    ) -> None:
         self.index = index
         self.codec = codec
         self.certificate = certificate
         self.ssrc = secrets.randbits(32)
-        self.transport = ClientTransport(certificate, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp)
-        self.crc: array[int] = array("I")
-        self.length: array[int] = array("H")
-        self.t_ns: array[int] = array("q")
-        self.frame_t: array[int] = array("q")  # video marker arrivals
-        self.frame_ts: array[int] = array("I")  # their RTP timestamps
+        self.log: ReceiveLog | NativeLog = ReceiveLog(codec, nack=self.on_nack)
+        self.receivers = receivers
+        self.slot = -1
+        self.transport = ClientTransport(
+            certificate,
+            on_rtp=self.log.on_rtp,
+            on_rtcp=self._on_rtcp,
+            on_srtp=self._hand_over if receivers is not None else None,
+        )
         self.kinds: dict[int, str] = {}
-        self.seq: dict[int, _SeqState] = {}
         self.location: str | None = None
         self.error: str | None = None
         self.post_ns = 0
         self.answer_ns = 0
         self.connected_ns = 0
-        self.first_packet_ns = 0
-        self.first_key_start_ns = 0
-        self.first_key_ns = 0
         self.stop_ns = 0
-        self._first_key_ts: int | None = None
         self.nacks_sent = 0
+        self._prior: dict[int, tuple[int, int]] = {}  # ssrc -> (expected, received) at last RR
         self._last_sr: dict[int, tuple[int, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,52 +97,50 @@ class Viewer:
         self.answer_ns = time.time_ns()
         remote = parse_answer(answer)
         self.kinds = remote.payload_kinds
+        if isinstance(self.log, ReceiveLog):
+            self.log.kinds = kind_table(self.kinds)
         t.start(remote)
         await t.wait_connected(10.0)
         self.connected_ns = time.time_ns()
         self._tasks.append(asyncio.get_running_loop().create_task(self._reports()))
 
-    # -- hot path -----------------------------------------------------------------------------
+    # -- receiving ----------------------------------------------------------------------------
 
-    def _on_rtp(self, plain: bytes, t: int) -> None:
-        b0, b1, seq, ts, ssrc = _HDR.unpack_from(plain, 0)
-        offset = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10:
-            offset += 4 + 4 * ((plain[offset + 2] << 8) | plain[offset + 3])
-        end = len(plain) - plain[-1] if b0 & 0x20 else len(plain)
-        payload = plain[offset:end]
-        self.crc.append(zlib.crc32(payload))
-        self.length.append(len(payload))
-        self.t_ns.append(t)
-        state = self.seq.get(ssrc)
-        if state is None:
-            kind = self.kinds.get(b1 & 0x7F, "?")
-            state = self.seq[ssrc] = _SeqState(seq, kind)
-            if not self.first_packet_ns:
-                self.first_packet_ns = t
-        else:
-            prev = state.max_ext
-            ext = prev + ((seq - prev + 0x8000) & 0xFFFF) - 0x8000
-            if ext > prev:
-                if ext - prev > 1 and state.kind == "video" and ext - prev <= _NACK_MAX_GAP:
-                    self._nack(ssrc, range(prev + 1, ext))
-                state.max_ext = ext
-        state.received += 1
-        if state.kind == "video":
-            if b1 & 0x80:
-                self.frame_t.append(t)
-                self.frame_ts.append(ts)
-            if not self.first_key_ns:
-                if self._first_key_ts is None:
-                    if is_keyframe_start(self.codec, payload):
-                        self._first_key_ts = ts
-                        self.first_key_start_ns = t
-                elif ts == self._first_key_ts and b1 & 0x80:
-                    self.first_key_ns = t
+    @property
+    def first_packet_ns(self) -> int:
+        return self.log.first_packet_ns
 
-    def _nack(self, ssrc: int, missing: range) -> None:
+    @property
+    def first_key_start_ns(self) -> int:
+        return self.log.first_key_start_ns
+
+    @property
+    def first_key_ns(self) -> int:
+        return self.log.first_key_ns
+
+    def _hand_over(self) -> bool:
+        """SRTP keys exist: move the socket to the native receiver (ClientTransport.on_srtp)."""
+        t = self.transport
+        if self.receivers is None or t.srtp is None:
+            return False
+        self.slot = self.receivers.attach(
+            self, t.sock.fileno(), t.srtp._rx, self.codec, kind_table(self.kinds)
+        )
+        self.log = NativeLog(self.receivers.receiver, self.slot)
+        t.on_close = self._detach
+        return True
+
+    def _detach(self) -> None:
+        if self.receivers is not None and self.slot >= 0:
+            self.receivers.detach(self.slot)
+
+    def on_datagram(self, data: bytes) -> None:
+        """SRTCP, STUN or DTLS the native receiver handed back."""
+        self.transport.handle_datagram(data)
+
+    def on_nack(self, ssrc: int, first: int, count: int) -> None:
         self.nacks_sent += 1
-        lost = [s & 0xFFFF for s in missing]
+        lost = [s & 0xFFFF for s in range(first, first + count)]
         self.transport.send_rtcp(bytes(RtcpNack(self.ssrc, ssrc, lost)))
 
     def _on_rtcp(self, plain: bytes) -> None:
@@ -167,12 +158,13 @@ class Viewer:
             await asyncio.sleep(1.0)
             blocks = []
             now = time.monotonic_ns()
-            for ssrc, s in self.seq.items():
-                expected = s.max_ext - s.base + 1
-                lost = expected - s.received
-                exp_int = expected - s.expected_prior
-                rec_int = s.received - s.received_prior
-                s.expected_prior, s.received_prior = expected, s.received
+            for ssrc, _kind, base, max_ext, received in self.log.streams():
+                expected = max_ext - base + 1
+                lost = expected - received
+                expected_prior, received_prior = self._prior.get(ssrc, (0, 0))
+                exp_int = expected - expected_prior
+                rec_int = received - received_prior
+                self._prior[ssrc] = (expected, received)
                 lost_int = exp_int - rec_int
                 fraction = (lost_int << 8) // exp_int if exp_int > 0 and lost_int > 0 else 0
                 lsr, dlsr = 0, 0
@@ -181,7 +173,7 @@ class Viewer:
                     dlsr = (now - at) * 65536 // 1_000_000_000
                 blocks.append(
                     RtcpReceptionReport(
-                        ssrc, fraction, lost, s.max_ext & 0xFFFFFFFF, 0, lsr, dlsr & 0xFFFFFFFF
+                        ssrc, fraction, lost, max_ext & 0xFFFFFFFF, 0, lsr, dlsr & 0xFFFFFFFF
                     )
                 )
             if blocks:
@@ -199,7 +191,17 @@ class Viewer:
                     pass
 
     def summary(self) -> dict[str, Any]:
-        lost = sum(max(0, s.max_ext - s.base + 1 - s.received) for s in self.seq.values())
+        lost = sum(max(0, top - base + 1 - got) for _, _, base, top, got in self.log.streams())
+        auth_failures = self.transport.auth_failures
+        replays = self.transport.replays
+        malformed = 0
+        if isinstance(self.log, NativeLog):
+            counts = self.log.counts()
+            auth_failures += counts["auth_failures"]
+            replays += counts["replays"]
+            malformed = counts["malformed"] + counts["log_failures"]
+        else:
+            malformed = self.log.malformed
         return {
             "index": self.index,
             "port": self.transport.local[1],
@@ -211,11 +213,13 @@ class Viewer:
             "first_key_start_ns": self.first_key_start_ns,
             "first_key_ns": self.first_key_ns,
             "stop_ns": self.stop_ns,
-            "packets": len(self.t_ns),
+            "packets": self.log.packets,
             "seq_lost": lost,
-            "auth_failures": self.transport.auth_failures,
-            "replays": self.transport.replays,
+            "auth_failures": auth_failures,
+            "replays": replays,
+            "malformed": malformed,
             "nacks_sent": self.nacks_sent,
+            "native": isinstance(self.log, NativeLog),
         }
 
 
@@ -251,6 +255,7 @@ async def _worker_main(cfg: WorkerConfig, conn: Any) -> None:
     certificate = DtlsCertificate()
     viewers: list[Viewer] = []
     commands: asyncio.Queue[Any] = asyncio.Queue()
+    receivers = ReceiverSet(loop) if native_receiver.enabled() else None
 
     def on_command() -> None:
         try:
@@ -278,13 +283,15 @@ async def _worker_main(cfg: WorkerConfig, conn: Any) -> None:
         while True:
             cmd = await commands.get()
             if cmd[0] == "join":
-                new = [Viewer(i, certificate, cfg.codec) for i in cmd[1]]
+                new = [Viewer(i, certificate, cfg.codec, receivers) for i in cmd[1]]
                 viewers.extend(new)
                 await _join_all(http, cfg, new, float(cmd[2]))
                 conn.send(("joined", [v.summary() for v in new]))
             elif cmd[0] == "stop":
                 await asyncio.gather(*(v.close(http, cfg.base_url) for v in viewers))
                 _save(cfg.data_path, viewers)
+                if receivers is not None:
+                    receivers.close()
                 lag_task.cancel()
                 conn.send(("stopped", [v.summary() for v in viewers], lag_by_s))
                 break
@@ -312,28 +319,25 @@ async def _join_all(
 
 
 def _save(path: str, viewers: list[Viewer]) -> None:
+    """The arrival logs of every viewer, concatenated (the runner's input, same format
+    whichever receive path kept them)."""
     import numpy as np
 
-    counts = [len(v.t_ns) for v in viewers]
+    logs = [v.log.arrays() for v in viewers]
+    index = np.array([v.index for v in viewers], dtype=np.int32)
+
+    def column(k: int, dtype: Any) -> Any:
+        if not logs:
+            return np.zeros(0, dtype)
+        return np.concatenate([np.frombuffer(log[k], dtype=dtype) for log in logs])
+
     np.savez(
         path,
-        viewer=np.repeat(np.array([v.index for v in viewers], dtype=np.int32), counts),
-        crc=np.concatenate([np.frombuffer(v.crc, dtype=np.uint32) for v in viewers])
-        if viewers
-        else np.zeros(0, np.uint32),
-        length=np.concatenate([np.frombuffer(v.length, dtype=np.uint16) for v in viewers])
-        if viewers
-        else np.zeros(0, np.uint16),
-        t_ns=np.concatenate([np.frombuffer(v.t_ns, dtype=np.int64) for v in viewers])
-        if viewers
-        else np.zeros(0, np.int64),
-        frame_viewer=np.repeat(
-            np.array([v.index for v in viewers], dtype=np.int32), [len(v.frame_t) for v in viewers]
-        ),
-        frame_t=np.concatenate([np.frombuffer(v.frame_t, dtype=np.int64) for v in viewers])
-        if viewers
-        else np.zeros(0, np.int64),
-        frame_ts=np.concatenate([np.frombuffer(v.frame_ts, dtype=np.uint32) for v in viewers])
-        if viewers
-        else np.zeros(0, np.uint32),
+        viewer=np.repeat(index, [len(log[2]) for log in logs]),
+        crc=column(0, np.uint32),
+        length=column(1, np.uint16),
+        t_ns=column(2, np.int64),
+        frame_viewer=np.repeat(index, [len(log[3]) for log in logs]),
+        frame_t=column(3, np.int64),
+        frame_ts=column(4, np.uint32),
     )

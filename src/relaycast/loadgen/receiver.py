@@ -1,0 +1,221 @@
+"""The bench viewers' native receive path and its Python face.
+
+A worker process has one :class:`ReceiverSet`: the C ``Receiver`` (``_receiver.c``) holding the
+sockets of all its viewers whose SRTP keys exist, registered on the asyncio loop as ONE
+descriptor (its epoll set). When it is readable, :meth:`ReceiverSet.drain` makes one call that,
+with the GIL released, reads every readable socket with ``recvmmsg`` (kernel receive times,
+``SO_TIMESTAMPNS``), authenticates and decrypts each SRTP packet with libsrtp's
+``srtp_unprotect`` (pylibsrtp's own, through its cffi function pointer: the same library and
+context the Python path uses, both SRTP profiles relaycast negotiates, and its replay check) and
+keeps the logs of :class:`relaycast.loadgen.receive_log.ReceiveLog` in C. What is not SRTP
+(STUN, DTLS) and SRTCP comes back as bytes for the Python transport; NACK requests come back
+for the viewer to send.
+
+The Python path (``ClientTransport._readable`` + ``ReceiveLog``) stays the reference and the
+fallback: used when the extension is not built or ``RELAYCAST_LOADGEN_NATIVE=0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+from array import array
+from typing import Protocol
+
+__all__ = [
+    "ENV",
+    "NativeLog",
+    "ReceiverSet",
+    "available",
+    "crc32_address",
+    "describe",
+    "enabled",
+    "new_receiver",
+    "unprotect_address",
+]
+
+try:
+    from relaycast.loadgen import _receiver
+except ImportError as exc:  # not built (no compiler), or built for another interpreter
+    _receiver = None  # type: ignore[assignment]
+    _IMPORT_ERROR = f"relaycast.loadgen._receiver did not import, is it built? ({exc})"
+else:
+    _IMPORT_ERROR = ""
+
+ENV = "RELAYCAST_LOADGEN_NATIVE"
+CODECS = {"vp8": 1, "h264": 2}
+
+_unprotect: int | None = None
+_crc32: int | None = None
+
+
+def available() -> bool:
+    """The extension is built and imports."""
+    return _receiver is not None
+
+
+def enabled() -> bool:
+    """Use the native receive path: built, and not switched off with
+    ``RELAYCAST_LOADGEN_NATIVE=0``."""
+    if _receiver is None:
+        return False
+    return os.environ.get(ENV, "").strip().lower() not in ("0", "no", "off", "false")
+
+
+def describe() -> str:
+    if enabled():
+        return "native (recvmmsg + libsrtp + logs in C, relaycast.loadgen._receiver)"
+    if _receiver is None:
+        return f"python (native receive path not available: {_IMPORT_ERROR})"
+    return f"python ({ENV}={os.environ.get(ENV, '')})"
+
+
+def unprotect_address() -> int:
+    """The address of libsrtp's ``srtp_unprotect`` as pylibsrtp loaded it."""
+    global _unprotect
+    if _unprotect is None:
+        from pylibsrtp._binding import ffi, lib
+
+        _unprotect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+    return _unprotect
+
+
+def crc32_address() -> int:
+    """The address of zlib's ``crc32`` (what ``zlib.crc32`` computes, several GB/s), or 0 when
+    libz cannot be loaded: the extension then uses its own slicing-by-8 table."""
+    global _crc32
+    if _crc32 is None:
+        _crc32 = 0
+        for name in ("libz.so.1", ctypes.util.find_library("z")):
+            if not name:
+                continue
+            try:
+                lib = ctypes.CDLL(name)
+            except OSError:
+                continue
+            _crc32 = ctypes.cast(lib.crc32, ctypes.c_void_p).value or 0
+            break
+    return _crc32
+
+
+def srtp_context_address(session: object) -> int:
+    """The ``srtp_t`` of a pylibsrtp Session."""
+    from pylibsrtp._binding import ffi
+
+    return int(ffi.cast("uintptr_t", session._srtp[0]))  # type: ignore[attr-defined]
+
+
+def new_receiver(*, builtin_crc: bool = False) -> _receiver.Receiver:
+    if _receiver is None:
+        raise RuntimeError(f"native receive path not available: {_IMPORT_ERROR}")
+    return _receiver.Receiver(unprotect_address(), 0 if builtin_crc else crc32_address())
+
+
+class SlotOwner(Protocol):
+    """What a slot hands back to: its viewer."""
+
+    def on_datagram(self, data: bytes) -> None: ...
+
+    def on_nack(self, ssrc: int, first: int, count: int) -> None: ...
+
+
+class NativeLog:
+    """The C-side logs of one slot, read like a :class:`ReceiveLog`."""
+
+    __slots__ = ("receiver", "slot")
+
+    def __init__(self, receiver: _receiver.Receiver, slot: int) -> None:
+        self.receiver = receiver
+        self.slot = slot
+
+    @property
+    def packets(self) -> int:
+        return self.receiver.counts(self.slot)[2]
+
+    def counts(self) -> dict[str, int]:
+        keys = (
+            "datagrams",
+            "bytes_in",
+            "packets",
+            "auth_failures",
+            "replays",
+            "malformed",
+            "untracked",
+            "log_failures",
+        )
+        return dict(zip(keys, self.receiver.counts(self.slot), strict=True))
+
+    @property
+    def first_packet_ns(self) -> int:
+        return self.receiver.firsts(self.slot)[0]
+
+    @property
+    def first_key_start_ns(self) -> int:
+        return self.receiver.firsts(self.slot)[1]
+
+    @property
+    def first_key_ns(self) -> int:
+        return self.receiver.firsts(self.slot)[2]
+
+    def streams(self) -> list[tuple[int, int, int, int, int]]:
+        return self.receiver.streams(self.slot)
+
+    def arrays(self) -> tuple[array[int], array[int], array[int], array[int], array[int]]:
+        """(crc, length, t_ns, frame_t, frame_ts), copied out of C."""
+        out = []
+        for code, raw in zip("IHqqI", self.receiver.logs(self.slot), strict=True):
+            a: array[int] = array(code)
+            a.frombytes(raw)
+            out.append(a)
+        return out[0], out[1], out[2], out[3], out[4]
+
+
+class ReceiverSet:
+    """One worker's C receiver on its asyncio loop, and who owns each slot."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, budget: int = 65536) -> None:
+        self.receiver = new_receiver()
+        self.loop = loop
+        self.budget = budget
+        self.owners: list[SlotOwner | None] = []
+        self.datagrams = 0
+        self.drains = 0
+        self._fd = self.receiver.fileno()
+        loop.add_reader(self._fd, self.drain)
+
+    def attach(
+        self, owner: SlotOwner, fd: int, srtp_session: object, codec: str, kinds: bytes
+    ) -> int:
+        """Watch ``fd`` from now on; the caller stops reading it. Returns the slot."""
+        slot = self.receiver.add(
+            fd, srtp_context_address(srtp_session), CODECS.get(codec, 0), kinds
+        )
+        self.owners.append(owner)
+        assert len(self.owners) == slot + 1
+        return slot
+
+    def detach(self, slot: int) -> None:
+        """Stop watching the slot's socket (before it is closed); its logs stay."""
+        self.receiver.remove(slot)
+        self.owners[slot] = None
+
+    def drain(self) -> int:
+        back, nacks, count = self.receiver.drain(self.budget)
+        self.datagrams += count
+        self.drains += 1
+        owners = self.owners
+        for slot, data in back:
+            owner = owners[slot]
+            if owner is not None:
+                owner.on_datagram(data)
+        for slot, ssrc, first, n in nacks:
+            owner = owners[slot]
+            if owner is not None:
+                owner.on_nack(ssrc, first, n)
+        return count
+
+    def close(self) -> None:
+        self.loop.remove_reader(self._fd)
+        self.receiver.close()
