@@ -12,14 +12,26 @@ as_root() {
 }
 
 # System packages: headless Chromium for the browser tests (Playwright drives /usr/bin/chromium),
-# nftables to drop packets in the lossy-link tests.
+# nftables to drop packets in the lossy-link tests, GStreamer's webrtcbin with its codecs and
+# PyGObject for the system python3 (tests/integration/gst_whip.py) for the GStreamer tests.
+gst_ok() {
+  for element in webrtcbin nicesrc dtlssrtpenc vp8enc x264enc opusenc openh264dec; do
+    gst-inspect-1.0 "$element" || return 1
+  done
+  /usr/bin/python3 -c 'import gi; gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0"); gi.require_version("Nice", "0.1")'
+} >/dev/null 2>&1
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nft >/dev/null || missing+=(nftables)
+gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi
+  gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]} (apt)"
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  gst_ok || { echo "GStreamer still unusable after apt-get install" >&2; exit 1; }
 fi
 
 if [ -z "${PYTHON:-}" ]; then
@@ -50,4 +62,5 @@ echo "== pytest"
 # The Python fan-out path is the reference and the fallback: the interop tests once more on it.
 echo "== pytest, Python fan-out path (RELAYCAST_NATIVE=0)"
 RELAYCAST_NATIVE=0 "$PYTHON" -m pytest -q "$@" tests/integration/test_aiortc.py \
-  tests/integration/test_ffmpeg.py tests/browser/test_chromium.py
+  tests/integration/test_ffmpeg.py tests/integration/test_gstreamer.py \
+  tests/browser/test_chromium.py
