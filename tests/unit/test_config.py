@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import os
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import jwt
 import psutil
 import pytest
 
@@ -492,3 +495,231 @@ def test_media_bind_host(host: str, bind: str) -> None:
 def test_host_addresses_on_this_machine_are_usable() -> None:
     for ip in addresses.host_addresses():
         assert not ip.startswith(("127.", "169.254.", "fe80:")), ip
+
+
+# -- HTTPS, private streams, TURN credentials, one-click start (issue 11) -------------------
+
+TOKEN_SECRET = "t" * 32
+
+
+def test_internet_settings_default_off() -> None:
+    config = load_config({}, env={})
+    assert (config.tls_cert, config.tls_key, config.tls_self_signed) == (None, None, False)
+    assert not config.tls_enabled and config.scheme == "http"
+    assert config.private_streams == () and config.token_secret is None
+    assert (config.turn_secret, config.turn_ttl) == (None, 86400)
+
+
+def test_internet_settings_from_each_source_with_precedence(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        f'tls_cert = "/toml/cert.pem"\ntls_key = "/toml/key.pem"\ntoken_secret = "{"a" * 40}"\n'
+        'ice_servers = ["turn:t.example.org"]\nturn_secret = "toml-turn"\nturn_ttl = 600\n'
+        'private_streams = ["listed"]\n'
+        "[streams.tabled]\nprivate = true\n[streams.open]\nprivate = false\n",
+    )
+    config = load_config({}, env={}, toml_path=path)
+    assert (config.tls_cert, config.tls_key) == ("/toml/cert.pem", "/toml/key.pem")
+    assert config.tls_enabled and config.scheme == "https"
+    assert config.private_streams == ("listed", "tabled")
+    assert config.is_private("tabled") and not config.is_private("open")
+    assert (config.turn_secret, config.turn_ttl) == ("toml-turn", 600)
+    assert config.token_secret == "a" * 40
+
+    env = {
+        "RELAYCAST_TOKEN_SECRET": "e" * 32,
+        "RELAYCAST_PRIVATE_STREAM": "x, y",
+        "RELAYCAST_TURN_TTL": "700",
+        "RELAYCAST_TLS_CERT": "/env/cert.pem",
+    }
+    config = load_config({}, env=env, toml_path=path)
+    assert config.private_streams == ("x", "y")  # a list from a higher level replaces
+    assert (config.token_secret, config.turn_ttl, config.tls_cert) == (
+        "e" * 32,
+        700,
+        "/env/cert.pem",
+    )
+
+    args = cli.build_parser().parse_args(
+        ["serve", "--private-stream", "f", "--private-stream", "g", "--token-secret", "f" * 33,
+         "--turn-secret", "flag-turn", "--turn-ttl", "800", "--tls-key", "/flag/key.pem"]
+    )  # fmt: skip
+    config = load_config(args, env=env, toml_path=path)
+    assert config.private_streams == ("f", "g")
+    assert (config.token_secret, config.turn_secret, config.turn_ttl) == (
+        "f" * 33,
+        "flag-turn",
+        800,
+    )
+    assert (config.tls_cert, config.tls_key) == ("/env/cert.pem", "/flag/key.pem")
+    self_signed = load_config(cli.build_parser().parse_args(["serve", "--tls-self-signed"]), env={})
+    assert self_signed.tls_self_signed and self_signed.scheme == "https"
+    assert load_config({}, env={"RELAYCAST_TLS_SELF_SIGNED": "yes"}).tls_self_signed
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    config = Config(
+        token_secret="S" * 40,
+        private_streams=("p",),
+        ice_servers=("turn:t.example.org",),
+        turn_secret="TURNSECRET",
+    )
+    assert "SSSS" not in repr(config) and "TURNSECRET" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"private_streams": ("live",)}, "need a token secret"),
+        ({"private_streams": ("live",), "token_secret": "short"}, "at least 32 bytes"),
+        ({"private_streams": ("bad name",), "token_secret": TOKEN_SECRET}, "invalid"),
+        (
+            {"private_streams": ("nokey",), "token_secret": TOKEN_SECRET,
+             "stream_keys": {"live": "k"}},
+            "has no publish key",
+        ),
+        ({"tls_cert": "/c.pem"}, "go together"),
+        ({"tls_key": "/k.pem"}, "go together"),
+        ({"tls_cert": "/c.pem", "tls_key": "/k.pem", "tls_self_signed": True}, "exclude"),
+        ({"token_secret": ""}, "must not be empty"),
+    ],
+)  # fmt: skip
+def test_internet_settings_bad_values(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config(**kwargs)
+
+
+def test_toml_stream_tables_errors(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[streams.live]\nprivate = true\n")
+    with pytest.raises(ConfigError, match="need a token secret"):
+        load_config({}, env={}, toml_path=path)
+    path = write_toml(tmp_path, "[streams.live]\nprivat = true\n")
+    with pytest.raises(ConfigError, match="unknown option 'privat'"):
+        load_config({}, env={}, toml_path=path)
+    path = write_toml(tmp_path, '[streams."a b"]\nprivate = true\n')
+    with pytest.raises(ConfigError, match="invalid"):
+        load_config({}, env={}, toml_path=path)
+    path = write_toml(tmp_path, 'streams = "live"\n')
+    with pytest.raises(ConfigError, match="table of tables"):
+        load_config({}, env={}, toml_path=path)
+
+
+def test_cli_private_stream_without_secret_is_an_error_at_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["serve", "--private-stream", "live"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relaycast: error: private stream(s) live need a token secret")
+
+
+def test_cli_unusable_certificate_is_an_error_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    args = ["serve", "--port", "0", "--udp-port", "0"]
+    code = cli.main(
+        [*args, "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+    )
+    assert code == 2
+    assert "relaycast: error: TLS: cannot use certificate" in capsys.readouterr().err
+    code = cli.main([*args, "--tls-cert", str(tmp_path / "no.pem"), "--tls-key", "/no/key.pem"])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_banner_one_click_url_carries_the_generated_key_in_the_fragment() -> None:
+    config = Config(port=8080, udp_port=8443, generated_key="GENKEY")
+    lines = cli.format_banner(config, ["10.0.0.5"]).splitlines()
+    assert lines[-1] == "go live in one click: http://127.0.0.1:8080/publish/live#key=GENKEY"
+    # the key appears only in the fragment and on its own line, never in a path or query
+    for line in lines:
+        if "GENKEY" in line:
+            assert line.endswith("#key=GENKEY") or line.endswith(": GENKEY")
+            assert "?key=" not in line
+
+
+def test_banner_with_tls_uses_https_and_prints_the_fingerprint() -> None:
+    config = Config(
+        host="0.0.0.0", port=8443, udp_port=9000, tls_self_signed=True, generated_key="K"
+    )
+    text = cli.format_banner(config, ["192.0.2.1"], "AB:CD", tls_self_signed=True)
+    lines = text.splitlines()
+    assert lines[0].startswith("relaycast listening: https://127.0.0.1:8443  media udp/9000")
+    assert lines[1] == "TLS self-signed certificate SHA-256: AB:CD"
+    assert "http://" not in text
+    assert "publish: https://127.0.0.1:8443/publish/live" in text
+    assert "WHEP: https://127.0.0.1:8443/whep/live" in text
+    assert lines[-1] == "go live in one click: https://127.0.0.1:8443/publish/live#key=K"
+    own = Config(tls_cert="/c.pem", tls_key="/k.pem", generated_key="K")
+    assert "TLS certificate SHA-256: 01:02" in cli.format_banner(own, [], "01:02")
+
+
+def test_banner_marks_private_streams_and_hides_configured_secrets() -> None:
+    config = Config(
+        stream_keys={"live": "secret-live", "show": "secret-show"},
+        private_streams=("show",),
+        token_secret=TOKEN_SECRET,
+    )
+    text = cli.format_banner(config, [])
+    assert "secret" not in text and "#key=" not in text and "one click" not in text
+    (show,) = [line for line in text.splitlines() if line.startswith("watch:") and "show" in line]
+    assert show.endswith("(private: viewers need a token, relaycast token show)")
+    (live,) = [line for line in text.splitlines() if line.startswith("watch:") and "live" in line]
+    assert "private" not in live
+
+
+def test_ready_printer_passes_the_tls_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
+    config = Config(port=0, udp_port=0, generated_key="K", tls_self_signed=True)
+    cli._ready_printer(config)(
+        SimpleNamespace(
+            http_port=41000, udp_port=42000, candidates=["127.0.0.1"],
+            tls_fingerprint="AA:BB", tls_self_signed=True,
+        )
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "https://127.0.0.1:41000" in out
+    assert "TLS self-signed certificate SHA-256: AA:BB" in out
+    assert "https://127.0.0.1:41000/publish/live#key=K" in out
+
+
+def test_token_command_prints_a_token_and_a_watch_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in list(os.environ):
+        if var.startswith("RELAYCAST_"):
+            monkeypatch.delenv(var)
+    code = cli.main(
+        ["token", "show", "--ttl", "120", "--token-secret", TOKEN_SECRET, "--port", "9443"]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    token, url = captured.out.splitlines()
+    assert url == f"http://127.0.0.1:9443/watch/show?token={token}"
+    claims = jwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "show"
+    assert 119 <= claims["exp"] - time.time() <= 120
+    assert "not a private stream" in captured.err  # no --private-stream show given here
+
+    monkeypatch.setenv("RELAYCAST_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.setenv("RELAYCAST_PRIVATE_STREAM", "show")
+    assert cli.main(["token", "show", "--base-url", "https://live.example.org/"]) == 0
+    captured = capsys.readouterr()
+    token, url = captured.out.splitlines()
+    assert url == f"https://live.example.org/watch/show?token={token}"
+    assert captured.err == ""
+
+
+def test_token_command_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RELAYCAST_TOKEN_SECRET", raising=False)
+    monkeypatch.delenv("RELAYCAST_CONFIG", raising=False)
+    assert cli.main(["token", "show"]) == 2
+    assert "no token secret" in capsys.readouterr().err
+    assert cli.main(["token", "a b", "--token-secret", TOKEN_SECRET]) == 2
+    assert "invalid" in capsys.readouterr().err
+    assert cli.main(["token", "show", "--token-secret", TOKEN_SECRET, "--ttl", "0"]) == 2
+    assert "--ttl" in capsys.readouterr().err
+    assert cli.main(["token", "show", "--token-secret", "short"]) == 2
+    assert "at least 32 bytes" in capsys.readouterr().err
