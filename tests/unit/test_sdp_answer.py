@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from relaycast.sdp import (
     parse_sdp,
     parse_sdpfrag,
 )
+from relaycast.sdp.answer import candidate_lines, tcp_candidate_priority
 
 SAMPLES = Path(__file__).parent / "sdp_samples"
 FINGERPRINT = ":".join(f"{i:02X}" for i in range(32))
@@ -42,6 +44,34 @@ def test_candidate_priority() -> None:
     # RFC 8445 §5.1.2.1: (2^24)*126 + (2^8)*65535 + (256 - 1)
     assert candidate_priority(0) == 2130706431
     assert candidate_priority(1) == 2130706431 - 256
+
+
+def test_tcp_candidates_rank_below_every_udp_candidate() -> None:
+    # RFC 6544 §4.2: host type 126, local preference 2^13 * 4 (passive) + 8191 - index
+    assert tcp_candidate_priority(0) == (126 << 24) + ((4 * 8192 + 8191) << 8) + 255
+    assert tcp_candidate_priority(1) == tcp_candidate_priority(0) - 256
+    assert tcp_candidate_priority(0) < candidate_priority(15)
+
+
+def test_ice_tcp_adds_a_passive_tcp_candidate_per_address_after_the_udp_ones() -> None:
+    local = replace(LOCAL, ice_tcp=True)
+    udp = [
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 8443 typ host",
+        "a=candidate:2 1 udp 2130706175 10.0.0.5 8443 typ host",
+    ]
+    tcp = [
+        f"a=candidate:3 1 tcp {tcp_candidate_priority(0)} 127.0.0.1 8443 typ host tcptype passive",
+        f"a=candidate:4 1 tcp {tcp_candidate_priority(1)} 10.0.0.5 8443 typ host tcptype passive",
+    ]
+    assert candidate_lines(local) == [*udp, *tcp, "a=end-of-candidates"]
+    assert candidate_lines(LOCAL) == [*udp, "a=end-of-candidates"]
+    desc = parse_sdp(offer("chrome_publish.sdp"))
+    answer = parse_sdp(build_answer(desc, negotiate_publish(desc), local))
+    for m in answer.media:
+        if m.port:  # the default candidate (m=, c=) stays the first UDP one
+            assert m.port == 8443 and m.candidates == [line[2:] for line in udp + tcp]
+    _, _, cands = parse_sdpfrag(build_sdpfrag(local, ["0"]))
+    assert cands == [line[2:] for line in udp + tcp]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*_publish*.sdp")))
@@ -190,7 +220,10 @@ async def test_aiortc_publisher_accepts_our_answer(udp_port: int) -> None:
 
 
 async def test_aiortc_viewer_accepts_our_answer(udp_port: int) -> None:
-    local = LocalTransport("srvU", "serverpasswordserverpw", FINGERPRINT, [("127.0.0.1", udp_port)])
+    # with TCP candidates too (aioice has no ICE-TCP: it must skip them, not fail)
+    local = LocalTransport(
+        "srvU", "serverpasswordserverpw", FINGERPRINT, [("127.0.0.1", udp_port)], ice_tcp=True
+    )
     pc = _pc()
     tracks: list[MediaStreamTrack] = []
     pc.on("track", tracks.append)
