@@ -784,9 +784,10 @@ results(Receiver *self, uint64_t datagrams)
     if (back == NULL || nacks == NULL)
         goto fail;
     for (size_t i = 0; i < self->back.count; i++) {
-        PyObject *item = Py_BuildValue("(iy#)", (int)b[i].slot,
-                                       (const char *)self->back_data.data + b[i].offset,
-                                       (Py_ssize_t)b[i].length);
+        /* y# with NULL gives None (an empty datagram before any other): b"" */
+        const char *data =
+            self->back_data.data ? (const char *)self->back_data.data + b[i].offset : "";
+        PyObject *item = Py_BuildValue("(iy#)", (int)b[i].slot, data, (Py_ssize_t)b[i].length);
         if (item == NULL)
             goto fail;
         PyList_SET_ITEM(back, (Py_ssize_t)i, item);
@@ -940,12 +941,12 @@ Receiver_logs(Receiver *self, PyObject *args)
     }
     if ((s = get_slot(self, index)) == NULL)
         return NULL;
-    return Py_BuildValue(
-        "(y#y#y#y#y#)", (const char *)s->crc.data, (Py_ssize_t)(s->crc.count * 4),
-        (const char *)s->length.data, (Py_ssize_t)(s->length.count * 2),
-        (const char *)s->t_ns.data, (Py_ssize_t)(s->t_ns.count * 8),
-        (const char *)s->frame_t.data, (Py_ssize_t)(s->frame_t.count * 8),
-        (const char *)s->frame_ts.data, (Py_ssize_t)(s->frame_ts.count * 4));
+    /* y# with NULL gives None: an empty log is b"" */
+#define LOG_BYTES(v, item) (v.data ? (const char *)v.data : ""), (Py_ssize_t)(v.count * item)
+    return Py_BuildValue("(y#y#y#y#y#)", LOG_BYTES(s->crc, 4), LOG_BYTES(s->length, 2),
+                         LOG_BYTES(s->t_ns, 8), LOG_BYTES(s->frame_t, 8),
+                         LOG_BYTES(s->frame_ts, 4));
+#undef LOG_BYTES
 }
 
 static PyObject *
