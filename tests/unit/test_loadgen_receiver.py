@@ -196,7 +196,7 @@ def stream(
     for _ in range(count):
         roll = rng.random()
         if roll < 0.02:
-            vseq += rng.choice([2, 3, 10, 64, 65, 70, 200])  # a loss, NACKable or not
+            vseq += rng.choice([1, 2, 10, 63, 64, 70, 200])  # a loss, NACKable or not
         if roll < 0.05 and previous is not None:
             out.append(previous)  # a duplicate: libsrtp's replay check
         if 0.05 <= roll < 0.07:
