@@ -1,14 +1,19 @@
 """The native fan-out kernel against the Python path: same datagrams, same counters.
 
-Two identical rigs (same viewer SRTP keys, same random offsets, a frozen clock) forward the same
-packets, one through the Python path (DownTrack.send -> MediaSink.send_rtp) and one through the
-native kernel (relaycast/native); every viewer's datagrams are captured on real loopback sockets
-and must be equal byte for byte (identical SRTP contexts give identical ciphertext for identical
-input sequences), and decrypt with the viewer's key.
+Two identical rigs (same viewer SRTP keys, same random offsets, a frozen clock) play the same
+script (packets, joins, event-loop turns, NACKs, publisher switches), one through the Python path
+(DownTrack.send / DownTrack.on_nack -> MediaSink.send_rtp) and one through the native kernel
+(relaycast/native: live fan-out, fast-start replay, NACK answers and RFC 4588 RTX); every
+viewer's datagrams are captured on real loopback sockets and must be equal byte for byte
+(identical SRTP contexts give identical ciphertext for identical input sequences), and decrypt
+with the viewer's key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import itertools
 import os
 import random
@@ -114,12 +119,27 @@ def source_packet(
     return RtpPacket.parse(wire)
 
 
+class CountingSink(MediaSink):
+    """A real MediaSink that counts the RTP its Python path sends (what the kernel must not)."""
+
+    __slots__ = ("python_sends",)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.python_sends = 0
+
+    def send_rtp(self, packet: bytes) -> int:
+        self.python_sends += 1
+        return super().send_rtp(packet)
+
+
 @dataclass
 class Viewer:
     downtrack: DownTrack
-    sink: MediaSink
+    sink: CountingSink
     keys: SrtpKeys
     receiver: socket.socket
+    first_keyframes: list[int] = dataclasses.field(default_factory=list)
 
 
 class Rig:
@@ -133,6 +153,7 @@ class Rig:
         keys: Sequence[SrtpKeys],
         layouts: Sequence[str],
         seed: int,
+        rtx: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.kind = kind
@@ -150,7 +171,7 @@ class Rig:
             receiver.bind(("127.0.0.1", 0))
             receiver.setblocking(False)
             srtp = SrtpContext(key)
-            sink = MediaSink(
+            sink = CountingSink(
                 protect=srtp.protect,
                 protect_rtcp=srtp.protect_rtcp,
                 sendto=self.sender.sendto,
@@ -159,19 +180,25 @@ class Rig:
                 server=self.server,
                 srtp=srtp,
             )
+            with_rtx = rtx and index % 2 == 0  # RTX for every other viewer
             downtrack = DownTrack(
                 kind=kind,
                 forwarder=self.forwarder,
                 ssrc=0x10000000 + index,
-                rtx_ssrc=None,
+                rtx_ssrc=0x20000000 + index if with_rtx else None,
                 payload_types={"vp8": 120, "opus": 109, "h264/42e01f": 121}
                 | {k: 100 + n for n, k in enumerate(self._keys())},
-                rtx_payload_types={},
+                rtx_payload_types={100 + n: 110 + n for n in range(3)} if with_rtx else {},
                 clock_rate=90000 if kind == "video" else 48000,
                 layout=LAYOUTS[layouts[index % len(layouts)]],
                 cname=f"viewer{index}",
             )
-            self.viewers.append(Viewer(downtrack, sink, key, receiver))
+            viewer = Viewer(downtrack, sink, key, receiver)
+            if kind == "video":  # as the subscriber sets it: time to first frame
+                downtrack.on_first_keyframe = functools.partial(
+                    viewer.first_keyframes.append, index
+                )
+            self.viewers.append(viewer)
 
     def _keys(self) -> list[str]:
         from relaycast.sdp import codec_key
@@ -196,9 +223,10 @@ class Rig:
         )
         self.forwarder.attach_source(self.track)
 
-    def connect(self) -> None:
-        for viewer in self.viewers:
-            viewer.downtrack.connect(viewer.sink)
+    def connect(self, which: Sequence[int] | None = None) -> None:
+        for index, viewer in enumerate(self.viewers):
+            if which is None or index in which:
+                viewer.downtrack.connect(viewer.sink)
 
     def forward(self, packet: RtpPacket, keyframe: bool) -> None:
         self.forwarder.forward(packet, keyframe, 0.0)
@@ -215,16 +243,22 @@ class Rig:
             out.append(got)
         return out
 
-    def counters(self) -> list[tuple[int, ...]]:
+    def counters(self) -> list[tuple[object, ...]]:
         return [
             (
                 v.downtrack.packets_sent,
                 v.downtrack.payload_bytes,
                 v.downtrack.send_errors,
                 v.downtrack.keyframes_sent,
+                v.downtrack.retransmitted,
+                v.downtrack.nack_misses,
+                v.downtrack._rtx_seq,
+                v.downtrack.state,
+                dataclasses.astuple(v.downtrack.counters),
                 v.sink.packets,
                 v.sink.bytes,
                 v.sink.errors,
+                tuple(v.first_keyframes),
             )
             for v in self.viewers
         ]
@@ -244,6 +278,10 @@ def make_keys(profile: str, count: int) -> list[SrtpKeys]:
 
 
 Step = tuple[str, int, int, int, bool, bool, int]  # ("pkt", seq, ts, size, marker, key, level)
+# also: ("publish",) a new source Track; ("connect", viewer) a late join; ("turn",) one
+# event-loop turn (fast-start pacing); ("settle",) turns until no replay is pending;
+# ("nack", viewer, now, source seqs) a NACK for those packets in the viewer's sequence space
+Script = Sequence[tuple[object, ...]]
 
 
 def run_both(
@@ -254,35 +292,24 @@ def run_both(
     profile: str,
     layouts: Sequence[str],
     viewers: int,
-    script: Sequence[tuple[str, ...] | Step],
+    script: Script,
+    joined: Sequence[int] | None = None,
+    rtx: bool = False,
 ) -> tuple[list[list[bytes]], Rig, Rig]:
     """Play ``script`` through a Python rig and a native rig; returns the datagrams (after
-    asserting them equal) and both rigs (closed by the caller)."""
+    asserting them equal) and both rigs (closed by the caller). ``joined``: the viewers that
+    connect before the script (default all)."""
     keys = make_keys(profile, viewers)
     seed = secrets.randbits(32)
     results = []
     rigs = []
     for use_native in (False, True):
-        rig = Rig(kind, codec, use_native, keys, layouts, seed)
-        monkeypatch.setattr(secrets, "randbits", rig.randbits)
+        rng = random.Random(seed)  # the same offsets, SSRC-free randomness in both rigs
+        monkeypatch.setattr(secrets, "randbits", rng.getrandbits)
+        rig = Rig(kind, codec, use_native, keys, layouts, seed, rtx=rtx)
         rigs.append(rig)
-        datagrams: list[list[bytes]] = [[] for _ in range(viewers)]
-        ssrc = 0x5000
-        rig.connect()
-        for step in script:
-            if step[0] == "publish":
-                ssrc += 1
-                rig.publish(ssrc)
-                continue
-            _, seq, ts, size, marker, keyframe, level = step
-            assert rig.track is not None
-            payload = payload_for(codec, int(seq), int(size), bool(keyframe))
-            packet = source_packet(
-                int(seq), int(ts), ssrc, payload, bool(marker), rig.track.payload_type, int(level)
-            )
-            rig.forward(packet, bool(keyframe))
-            for index, got in enumerate(rig.drain()):
-                datagrams[index] += got
+        rig.connect(joined)
+        datagrams = asyncio.run(play(rig, script))
         monkeypatch.undo()
         monkeypatch.setattr(downtrack_module, "time", FrozenTime)
         results.append(datagrams)
@@ -295,13 +322,56 @@ def run_both(
     return python, rigs[0], rigs[1]
 
 
+async def play(rig: Rig, script: Script) -> list[list[bytes]]:
+    """One rig's run of a script; every viewer's datagrams in the order they arrived."""
+    datagrams: list[list[bytes]] = [[] for _ in rig.viewers]
+    ssrc = 0x5000
+    for step in script:
+        match step:
+            case ("publish",):
+                ssrc += 1
+                rig.publish(ssrc)
+            case ("connect", int(index)):
+                rig.connect([index])
+            case ("turn",):
+                await asyncio.sleep(0)
+            case ("settle",):
+                for _ in range(10_000):
+                    if not rig.forwarder._replays:
+                        break
+                    await asyncio.sleep(0)
+                assert not rig.forwarder._replays
+            case ("nack", int(index), float(now), tuple(seqs)):
+                downtrack = rig.viewers[index].downtrack
+                lost = [(s + downtrack.seq_offset) & 0xFFFF for s in seqs if isinstance(s, int)]
+                downtrack.on_nack(lost, now)
+            case ("pkt", int(seq), int(ts), int(size), bool(marker), bool(key), int(level)):
+                assert rig.track is not None
+                payload = payload_for(rig.codec, seq, size, key)
+                packet = source_packet(
+                    seq, ts, ssrc, payload, marker, rig.track.payload_type, level
+                )
+                rig.forward(packet, key)
+            case _:
+                raise AssertionError(f"not a step: {step!r}")
+        for index, got in enumerate(rig.drain()):
+            datagrams[index] += got
+    return datagrams
+
+
 def stream(
-    first_seq: int, first_ts: int, count: int, *, kind: str, sizes: Sequence[int] = (1100,)
+    first_seq: int,
+    first_ts: int,
+    count: int,
+    *,
+    kind: str,
+    sizes: Sequence[int] = (1100,),
+    key_every: int = 20,
 ) -> list[Step]:
     steps: list[Step] = []
     step_ts = 3000 if kind == "video" else 960
     for n in range(count):
-        keyframe = n % 20 == 0
+        keyframe = n % key_every == 0
         steps.append(
             (
                 "pkt",
@@ -335,7 +405,7 @@ def decrypt_all(viewer_keys: SrtpKeys, datagrams: list[bytes]) -> list[RtpPacket
 def test_same_datagrams_as_the_python_path(
     monkeypatch: pytest.MonkeyPatch, profile: str, kind: str, codec: str
 ) -> None:
-    script: list[tuple[str, ...] | Step] = [("publish",)]
+    script: list[tuple[object, ...]] = [("publish",)]
     script += stream(65500, 0xFFFFF000, 80, kind=kind, sizes=(1100, 17, 1200, 1))  # wraps
     script += [("publish",)]  # a new publisher: new SSRC, sequence and timestamps
     script += stream(12345, 777, 50, kind=kind, sizes=(900, 1800, 60))
@@ -363,9 +433,203 @@ def test_same_datagrams_as_the_python_path(
         nrig.close()
 
 
+def decrypt_lenient(viewer_keys: SrtpKeys, datagrams: list[bytes]) -> list[RtpPacket]:
+    """What a receiver accepts: a retransmission under the media SSRC repeats an index its
+    replay window has seen, so only the first copy of each decrypts."""
+    policy = Policy(
+        key=viewer_keys.local_key,
+        ssrc_type=Policy.SSRC_ANY_INBOUND,
+        srtp_profile=PROFILES[viewer_keys.profile][0],
+    )
+    session = Session(policy=policy)
+    packets = []
+    for datagram in datagrams:
+        if len(datagram) > 1500:
+            continue
+        try:
+            packets.append(RtpPacket.parse(session.unprotect(datagram)))
+        except Exception:  # pylibsrtp raises plain Exception subclasses on replay
+            continue
+    return packets
+
+
+def fast_start_script(kind: str) -> list[tuple[object, ...]]:
+    """Viewers 0-3 watch from the start, 4-7 join later: a long GOP that wraps the sequence
+    number, joins during it (fast start, live packets arriving during the replay), NACKs across
+    the wrap (cached, not cached, repeated within a round trip, over the byte budget), a new
+    keyframe with a join and a NACK while catching up, a join right before a publisher switch,
+    a join and NACKs after it."""
+    sizes = (1100, 17, 1200, 1, 1880, 640)
+    script: list[tuple[object, ...]] = [("publish",)]
+    gop = stream(65450, 0xFFFFF000, 140, kind=kind, sizes=sizes, key_every=1000)
+    script += gop[:50]
+    # a late packet from before the keyframe joins the GOP: below every viewer's floor
+    script += [("pkt", 65440, 0xFFFFEE00, 300, False, False, 3)]
+    script += gop[50:100]
+    script += [("connect", 4), ("connect", 5)]  # 4 replays at once, 5 waits for its turn
+    for step in gop[100:]:  # live packets while they catch up
+        script += [step, ("turn",)]
+    script += [("settle",)]
+    script += [
+        ("nack", 0, 10.0, (65530, 65535, 0, 3, 3, 50000)),  # across the wrap, one not cached
+        ("nack", 1, 10.0, (65533, 1, 2)),
+        ("nack", 4, 10.0, (65450, 65451, 5)),  # the keyframe it replayed
+        ("nack", 5, 10.0, tuple(range(65500, 65500 + 60))),  # over the budget
+        ("nack", 0, 10.01, (65530, 4)),  # 65530 again within a round trip: refused
+        ("nack", 2, 10.0, tuple(range(20, 160))),  # over the cap of one RTCP packet
+    ]
+    second = stream((65450 + 140) & 0xFFFF, 420_000, 90, kind=kind, sizes=sizes, key_every=1000)
+    script += second[:70]
+    script += [("connect", 6), ("nack", 6, 11.0, (second[2][1], second[9][1]))]
+    for step in second[70:80]:
+        script += [step, ("turn",)]
+    script += [("connect", 7)]  # waits for its turn, then the source goes away
+    script += second[80:]
+    script += [("publish",)]
+    third = stream(12345, 777, 60, kind=kind, sizes=sizes, key_every=1000)
+    script += third[:30]
+    script += [("connect", 3), ("settle",)]  # already connected: nothing happens
+    script += third[30:]
+    script += [
+        ("nack", 7, 12.0, (12350, 12351, 12352)),
+        ("nack", 2, 12.0, (12345, 65530)),  # the old source's packet is gone
+    ]
+    return script
+
+
+@pytest.mark.usefixtures("deterministic")
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize(
+    ("kind", "codec"), [("video", "vp8"), ("video", "h264"), ("audio", "opus")]
+)
+def test_fast_start_and_nack_answers_same_as_the_python_path(
+    monkeypatch: pytest.MonkeyPatch, profile: str, kind: str, codec: str
+) -> None:
+    """Fast-start replay and NACK answers (RTX for even viewers) through the kernel: the same
+    datagrams and counters as the Python path, and the kernel sent them."""
+    python, prig, nrig = run_both(
+        monkeypatch,
+        kind=kind,
+        codec=codec,
+        profile=profile,
+        layouts=list(LAYOUTS),
+        viewers=8,
+        script=fast_start_script(kind),
+        joined=[0, 1, 2, 3],
+        rtx=True,
+    )
+    try:
+        assert all(v.downtrack.native is not None for v in nrig.viewers)
+        assert all(v.downtrack.state is LIVE for v in nrig.viewers)
+        # the script did what it says, on both paths
+        assert sum(v.downtrack.retransmitted for v in prig.viewers) > 40
+        assert all(prig.viewers[i].downtrack.retransmitted > 0 for i in (0, 1, 2, 4, 5, 7))
+        assert sum(v.downtrack.nack_misses for v in prig.viewers) >= 2
+        assert prig.viewers[5].downtrack.counters.nack_refused > 0  # the byte budget
+        if kind == "video":
+            assert prig.viewers[6].downtrack.retransmitted == 2  # while catching up
+            assert [v.first_keyframes for v in prig.viewers] == [[i] for i in range(8)]
+            # the late joiners' fast start and NACK answers went through the kernel: the
+            # Python path sent them only the new publisher's first keyframe (WAITING)
+            for index in (4, 5, 6):
+                assert nrig.viewers[index].sink.python_sends == 1
+                assert prig.viewers[index].sink.python_sends > 100
+        # RTX (RFC 4588 §4): own SSRC, payload type and sequence numbers; the payload is the
+        # original sequence number, then the original payload; the original timestamp
+        viewer = prig.viewers[0]
+        packets = decrypt_lenient(viewer.keys, python[0])
+        media = {(p.sequence_number, p.timestamp): p.payload for p in packets if p.ssrc < 1 << 29}
+        rtx = [p for p in packets if p.ssrc == viewer.downtrack.rtx_ssrc]
+        assert len(rtx) == viewer.downtrack.retransmitted
+        assert all(p.payload_type == viewer.downtrack.rtx_payload_type for p in rtx)
+        seqs = [p.sequence_number for p in rtx]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        for packet in rtx:
+            (osn,) = struct.unpack_from("!H", packet.payload)
+            assert media[(osn, packet.timestamp)] == packet.payload[2:]
+        # without RTX the answer is the packet again, under the viewer's SSRC
+        plain = prig.viewers[1]
+        seqs = [struct.unpack_from("!H", d, 2)[0] for d in python[1]]
+        assert len(seqs) - len(set(seqs)) == plain.downtrack.retransmitted
+    finally:
+        prig.close()
+        nrig.close()
+
+
+@pytest.mark.usefixtures("deterministic")
+def test_a_burst_of_joins_replays_as_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty viewers join during one long GOP, live packets arrive between the replay turns:
+    the same datagrams as the Python path, all of the joiners' through the kernel."""
+    gop = stream(65000, 1, 400, kind="video", sizes=(900, 30), key_every=1000)
+    script: list[tuple[object, ...]] = [("publish",), *gop[:300]]
+    script += [("connect", i) for i in range(1, 41)]
+    for step in gop[300:]:
+        script += [step, ("turn",)]
+    script += [("settle",)]
+    _, prig, nrig = run_both(
+        monkeypatch,
+        kind="video",
+        codec="h264",
+        profile="SRTP_AEAD_AES_128_GCM",
+        layouts=list(LAYOUTS),
+        viewers=41,
+        script=script,
+        joined=[0],
+    )
+    try:
+        assert all(v.downtrack.state is LIVE for v in nrig.viewers)
+        assert all(v.downtrack.packets_sent == 400 for v in nrig.viewers)
+        assert all(v.sink.python_sends == 0 for v in nrig.viewers[1:])
+    finally:
+        prig.close()
+        nrig.close()
+
+
+@pytest.mark.usefixtures("deterministic")
+@pytest.mark.parametrize("use_native", [False, True])
+async def test_a_burst_of_joins_is_paced(use_native: bool) -> None:
+    """Forty joins in one event-loop turn: each turn sends at most REPLAY_CHUNK fast-start
+    packets over all of them, and a live packet between two turns reaches the LIVE viewers at
+    once."""
+    from relaycast.media.forwarder import REPLAY_CHUNK
+
+    rig = Rig("video", "vp8", use_native, make_keys("SRTP_AES128_CM_SHA1_80", 41), ["mid"], 1)
+    try:
+        rig.publish(0x77)
+        rig.connect([0])
+        seq, ts = 65200, 1
+        for n in range(300):
+            rig.forward(source_packet(seq, ts, 0x77, b"g" * 700, False, 96, 0), n == 0)
+            seq, ts = (seq + 1) & 0xFFFF, ts + 3000
+        rig.drain()
+        for index in range(1, 41):
+            rig.connect([index])
+        got = rig.drain()
+        replayed = [sum(len(g) for g in got[1:])]
+        live = 0
+        while rig.forwarder._replays:
+            rig.forward(source_packet(seq, ts, 0x77, b"l" * 700, False, 96, 0), False)
+            seq, ts, live = (seq + 1) & 0xFFFF, ts + 3000, live + 1
+            got = rig.drain()
+            caught_up = [v.downtrack.state is LIVE for v in rig.viewers]
+            assert [len(g) for g in got] == [int(c) for c in caught_up]
+            await asyncio.sleep(0)  # one replay turn
+            got = rig.drain()
+            assert not got[0]
+            replayed.append(sum(len(g) for g in got[1:]))
+        assert max(replayed) <= REPLAY_CHUNK
+        assert len(replayed) > 40 * 300 // REPLAY_CHUNK  # spread over that many turns at least
+        assert [v.downtrack.packets_sent for v in rig.viewers] == [300 + live] * 41
+        assert all(v.downtrack.native is not None for v in rig.viewers) == use_native
+        if use_native:
+            assert all(v.sink.python_sends == 0 for v in rig.viewers[1:])
+    finally:
+        rig.close()
+
+
 @pytest.mark.usefixtures("deterministic")
 def test_too_long_packets_count_as_errors_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    script: list[tuple[str, ...] | Step] = [("publish",)]
+    script: list[tuple[object, ...]] = [("publish",)]
     script += stream(100, 5000, 30, kind="video", sizes=(1000, 1880, 1890, 1900, 4000))
     _, prig, nrig = run_both(
         monkeypatch,
