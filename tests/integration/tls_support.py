@@ -13,7 +13,6 @@ import hashlib
 import ipaddress
 import socket
 import ssl
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -151,8 +150,9 @@ def start_https(
 ) -> RelaycastServer:
     """``factory.start(*extra_args)`` for a server that serves HTTPS: it is waited for over
     HTTPS with *context*, and its ``http`` is the ``https://`` base URL."""
-    module = sys.modules[type(factory).__module__]
-    original = module._wait_until_up  # type: ignore[attr-defined]
+    # the globals of the factory's own module (two conftest modules share the name "conftest")
+    namespace = type(factory).start.__globals__
+    original = namespace["_wait_until_up"]
 
     def wait_https(server: RelaycastServer, wait: float) -> None:
         deadline = time.monotonic() + wait
@@ -181,8 +181,8 @@ def start_https(
         pytest.fail(f"relaycast did not answer HTTPS within {wait:.0f} s ({last})\n"
                     f"--- stderr ---\n{server.stderr()}")  # fmt: skip
 
-    module._wait_until_up = wait_https  # type: ignore[attr-defined]
+    namespace["_wait_until_up"] = wait_https
     try:
         return factory.start(*extra_args, timeout=timeout, **kwargs)  # type: ignore[arg-type]
     finally:
-        module._wait_until_up = original  # type: ignore[attr-defined]
+        namespace["_wait_until_up"] = original
