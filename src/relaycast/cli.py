@@ -241,6 +241,13 @@ def add_serve_command(subparsers: Any) -> None:
         metavar="SECONDS",
         help="lifetime of those TURN credentials (default 86400)",
     )
+    p.add_argument(
+        "--record-dir",
+        metavar="DIR",
+        help="record every broadcast, without transcoding, to DIR/<stream>/<UTC start>.webm "
+        "(VP8/VP9/AV1 + Opus) or .mp4 (H.264 + Opus); [streams.NAME] record = false in the "
+        "TOML file leaves a stream out",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     p.add_argument("--web-root", metavar="DIR", help="serve the pages from DIR instead")
     p.set_defaults(func=cmd_serve)

@@ -70,6 +70,10 @@ def _empty_keys() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
+def _empty_flags() -> Mapping[str, bool]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting of a relaycast server.  Immutable; build it with :func:`load_config`.
@@ -115,6 +119,10 @@ class Config:
     # TURN REST credentials (coturn use-auth-secret) for the turn:/turns: ice_servers.
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl: int = DEFAULT_TURN_TTL
+    # Recording (relaycast.media.recording): every stream under this directory, unless its
+    # ``[streams.NAME] record = false`` in the TOML file says otherwise.
+    record_dir: str | None = None
+    record_streams: Mapping[str, bool] = field(default_factory=_empty_flags, hash=False)
 
     def __post_init__(self) -> None:
         # Normalise containers so the object is truly immutable, whatever the caller passed.
@@ -166,6 +174,15 @@ class Config:
             )
         if not isinstance(self.ice_tcp, bool):
             raise ConfigError(f"{_spell('ice_tcp')} must be true or false, got {self.ice_tcp!r}")
+        object.__setattr__(self, "record_streams", MappingProxyType(dict(self.record_streams)))
+        if self.record_dir is not None and not str(self.record_dir).strip():
+            raise ConfigError(f"{_spell('record_dir')} must be a directory, got an empty value")
+        wanted = sorted(name for name, on in self.record_streams.items() if on)
+        if wanted and self.record_dir is None:
+            raise ConfigError(
+                f"[streams.{wanted[0]}] record = true needs {_spell('record_dir')}: "
+                "where to write the files"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
@@ -298,6 +315,11 @@ class Config:
             hmac.compare_digest(given, given)
             return False
         return hmac.compare_digest(given, expected.encode("utf-8", "surrogatepass"))
+
+    def records(self, stream: str) -> bool:
+        """Whether broadcasts of *stream* are recorded (``record_dir`` set, and not turned
+        off for it with ``[streams.NAME] record = false``)."""
+        return self.record_dir is not None and self.record_streams.get(stream, True)
 
     def web_dir(self) -> Path:
         """Directory the pages are served from: ``web_root`` or the packaged ``web/``."""
@@ -455,6 +477,7 @@ _SCALARS: dict[str, Any] = {
     "bad_key_limit": _as_int,
     "bad_key_window": _as_float,
     "trust_proxy": _as_bool,
+    "record_dir": _as_str,
     "ice_tcp": _as_bool,
     "tls_cert": _as_str,
     "tls_key": _as_str,
@@ -490,6 +513,7 @@ _FLAG_DESTS = {
     "bad_key_limit": "bad_key_limit",
     "bad_key_window": "bad_key_window",
     "trust_proxy": "trust_proxy",
+    "record_dir": "record_dir",
     "ice_tcp": "ice_tcp",
     "tls_cert": "tls_cert",
     "tls_key": "tls_key",
@@ -530,6 +554,7 @@ _ENV_VARS = {
     "RELAYCAST_BAD_KEY_LIMIT": "bad_key_limit",
     "RELAYCAST_BAD_KEY_WINDOW": "bad_key_window",
     "RELAYCAST_TRUST_PROXY": "trust_proxy",
+    "RELAYCAST_RECORD_DIR": "record_dir",
     "RELAYCAST_ICE_TCP": "ice_tcp",
     "RELAYCAST_TLS_CERT": "tls_cert",
     "RELAYCAST_TLS_KEY": "tls_key",
@@ -601,10 +626,17 @@ def _stream_private(settings: dict[str, object], name: str, value: object, where
         names.append(name)
 
 
+def _stream_record(settings: dict[str, object], name: str, value: object, where: str) -> None:
+    record = settings.setdefault("record_streams", {})
+    assert isinstance(record, dict)
+    record[name] = _as_bool(value, where)
+
+
 #: Per-stream TOML options (``[streams.NAME] option = value``): option -> handler that puts
 #: the value into the settings.  Each feature adds its own option here.
 _STREAM_OPTIONS: dict[str, Callable[[dict[str, object], str, object, str], None]] = {
     "private": _stream_private,
+    "record": _stream_record,
 }
 
 

@@ -10,16 +10,19 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 from aiohttp import web
 
+from relaycast.http.limits import ADMISSION_KEY
 from relaycast.http.metrics import METRICS_KEY, admission, build_registry, metrics_handler
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import SERVER_KEY, media_server
-from relaycast.http.tokens import presents_key_for, visible_streams
+from relaycast.http.tokens import bearer, presents_key_for, visible_streams
+from relaycast.media.recording import list_recordings
 from relaycast.media.server import MediaServer
 from relaycast.media.stats import ServerSnapshot, StreamSnapshot
 from relaycast.rtp.resolution import FrameSize
@@ -208,6 +211,37 @@ async def get_time(request: web.Request) -> web.Response:
     return web.json_response(
         {"now_ms": time.time() * 1000.0}, headers={"Cache-Control": "no-store"}
     )
+
+
+async def get_recordings(request: web.Request) -> web.Response:
+    """The recorded files of the streams the presented publish key publishes (every stream
+    for the generated key): stream, path relative to the record directory, size, start,
+    duration, codecs. Needs ``Authorization: Bearer <publish key>``; wrong keys count towards
+    the same lockout as WHIP's."""
+    config = media_server(request).config
+    admission = request.app[ADMISSION_KEY]
+    client = admission.client(request)
+    admission.check_key_lockout(client)
+    key = bearer(request)
+    if key is None:
+        raise ProblemError(
+            401,
+            "Publish key required",
+            "recordings are listed to holders of a publish key: "
+            "send it as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="relaycast"'},
+        )
+    if config.record_dir is None:
+        recordings: list[dict[str, Any]] = []
+    else:
+        root = config.record_dir
+        recordings = await asyncio.to_thread(list_recordings, Path(root))
+    # with configured keys, the key of some stream; else the generated key (any stream name)
+    if not any(config.check_key(name, key) for name in config.stream_keys or ("_",)):
+        admission.key_failed(client)
+        raise ProblemError(403, "Wrong publish key", "that key publishes no stream here")
+    allowed = {r["stream"] for r in recordings if config.check_key(r["stream"], key)}
+    return web.json_response([r for r in recordings if r["stream"] in allowed])
 
 
 class ConnectionCap:
@@ -414,6 +448,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/streams/{stream}/history", get_history)
     app.router.add_get("/api/server", get_server)
     app.router.add_get("/api/time", get_time)
+    app.router.add_get("/api/recordings", get_recordings)
     app.router.add_post("/api/speedtest", speedtest)
     app.router.add_get("/api/events", events)
     app.router.add_get("/metrics", metrics_handler)

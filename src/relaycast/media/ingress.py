@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from relaycast.media.feedback import Feedback
 from relaycast.media.feedback.remb import RembEstimator
@@ -35,6 +36,9 @@ from relaycast.rtp.rtcp import (
     serialize_compound,
 )
 from relaycast.sdp import Codec, Negotiated, NegotiatedMedia
+
+if TYPE_CHECKING:
+    from relaycast.media.recording import RecordingTap
 
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 DEFAULT_RTT = 0.05  # seconds, until a NACK round trip is measured
@@ -138,6 +142,8 @@ class IngressLeg:
             else None
         )
         self.last_media: float | None = None
+        #: set by the Recorder when the stream is recorded: one call per accepted packet
+        self.recording: RecordingTap | None = None
 
     # -- media in -------------------------------------------------------------------------------
 
@@ -171,6 +177,8 @@ class IngressLeg:
                     return
                 packet, track = routed
         track.on_packet(packet, now, len(data))
+        if self.recording is not None:
+            self.recording.rtp(track, packet, arrival_us)
 
     def _unwrap(self, packet: RtpPacket, track: Track) -> RtpPacket | None:
         """RFC 4588 §4: recover the original packet; padding-only probes are dropped."""
@@ -230,6 +238,8 @@ class IngressLeg:
                 track = self.tracks.get(packet.ssrc)
                 if track is not None:
                     track.on_rtcp(packet, now)
+                    if self.recording is not None:
+                        self.recording.sender_report(track, packet)
 
     # -- feedback out ---------------------------------------------------------------------------
 
@@ -289,5 +299,6 @@ class IngressLeg:
 
     def close(self) -> None:
         self.sink = NULL_SINK
+        self.recording = None
         for track in self.tracks.values():
             track.forwarder.detach_source(track)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from relaycast import native
 from relaycast.config import Config
 from relaycast.media.publisher import Publisher
+from relaycast.media.recording import Recorder
 from relaycast.media.session import Session
 from relaycast.media.stats import (
     DurationHistogram,
@@ -85,6 +86,7 @@ class MediaServer:
         self._trimmed = (0.0, 0)  # when, and sessions_closed then
         self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
         self.handshake = DurationHistogram()  # session created -> DTLS connected
+        self.recorder = Recorder(config) if config.record_dir else None
 
     @property
     def mux(self) -> UdpMux:
@@ -105,6 +107,9 @@ class MediaServer:
         if self.config.ice_tcp:
             await self._start_ice_tcp()
         log.info("fan-out path: %s", native.describe())
+        if self.recorder is not None:
+            self.recorder.start(asyncio.get_running_loop())
+            self.on_tick.append(self.recorder.tick)
         self._tasks = [
             asyncio.create_task(self._every(FAST_TICK, self._fast_tick)),
             asyncio.create_task(self._every(SLOW_TICK, self._slow_tick)),
@@ -140,6 +145,8 @@ class MediaServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.recorder is not None:  # finish the files (trailers, sidecars) off the loop
+            await asyncio.to_thread(self.recorder.close)
         if self._mux is not None:
             self._mux.close()
             self._mux = None
@@ -214,6 +221,8 @@ class MediaServer:
         publisher.answer = build_answer(offer, negotiated, self.local_transport(publisher))
         stream.publisher = publisher
         self.sessions[publisher.id] = publisher
+        if self.recorder is not None:
+            self.recorder.attach(name, publisher)
         self.counters.sessions_created += 1
         log.info("publisher %s on %r", publisher.id[:6], name)
         return publisher
