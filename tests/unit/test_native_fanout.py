@@ -848,3 +848,186 @@ def test_fuzz_kernel_with_hostile_sizes(
         assert len(data) <= 2048
         sent -= 1
     assert sent >= 0  # the receiver may drop, never gets more than was sent
+
+
+# -- the list entry points (fast start, NACK answers) alone ------------------------------------
+
+GOOD, NOT_A_TUPLE, SHORT, TEXT_PAYLOAD, INT_MARKER, BIG_SEQ, BAD_EXT = range(7)
+_ITEM_ERRORS = {
+    NOT_A_TUPLE: TypeError,
+    SHORT: TypeError,
+    TEXT_PAYLOAD: TypeError,
+    INT_MARKER: TypeError,
+    BIG_SEQ: ValueError,
+    BAD_EXT: ValueError,
+}
+
+
+def _item(shape: int, payload: bytes, seq: int, ts: int, words: int) -> object:
+    ext = b"\xbe\xde" + bytes(4 * words + 2) if words >= 0 else b"\xbe\xde\x00"
+    item = (payload, seq, ts, seq % 2 == 0, seq % 3 == 0, ext)
+    if shape == NOT_A_TUPLE:
+        return list(item)
+    if shape == SHORT:
+        return item[:5]
+    if shape == TEXT_PAYLOAD:
+        return ("x", *item[1:])
+    if shape == INT_MARKER:
+        return (payload, seq, ts, 1, False, ext)
+    if shape == BIG_SEQ:
+        return (payload, seq + 0x10000, ts, False, False, ext)
+    if shape == BAD_EXT:
+        return (payload, seq, ts, False, False, b"\x00" * 4 * (0x10000 + 1))
+    return item
+
+
+@settings(
+    max_examples=int(os.environ.get("RELAYCAST_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    slots=st.lists(
+        st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.booleans()), max_size=5
+    ),
+    index=st.integers(-2, 6),
+    items=st.lists(
+        st.tuples(
+            st.sampled_from([GOOD] * 12 + list(_ITEM_ERRORS)),
+            st.binary(max_size=2100),
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0xFFFFFFFF),
+            st.integers(-1, 600),
+        ),
+        max_size=40,
+    ),
+    bounds=st.tuples(st.integers(-2, 44), st.integers(-2, 44)),
+    resend=st.booleans(),
+    rtx=st.none()
+    | st.tuples(st.integers(-1, 130), st.integers(0, 1 << 33), st.integers(-1, 0x10001)),
+    as_tuple=st.booleans(),
+)
+def test_fuzz_list_entry_points(
+    udp_pair: tuple[socket.socket, socket.socket],
+    slots: list[tuple[int, int, bool]],
+    index: int,
+    items: list[tuple[int, bytes, int, int, int]],
+    bounds: tuple[int, int],
+    resend: bool,
+    rtx: tuple[int, int, int] | None,
+    as_tuple: bool,
+) -> None:
+    """replay() and resend() with any slot, range, item shapes and sizes, RTX fields: counts
+    that add up and datagrams no larger than the buffer, or a clean exception the arguments
+    explain; the slot counters of forward() are never touched, paused slots never forwarded."""
+    tx, rx = udp_pair
+    _drain(rx)  # (the sockets live across examples)
+    raw = native.NativeGroup()._group
+    srtp = _session()  # the kernel uses its srtp_t: it must outlive the calls
+    ctx = native.srtp_context_address(srtp._tx)
+    host, port = rx.getsockname()
+    for start_seq, seq_offset, paused in slots:
+        added = raw.add(
+            ctx, tx.fileno(), socket.AF_INET, host, port, 7, 96, seq_offset, 0, start_seq, 0
+        )
+        raw.set_paused(added, paused)
+    packets: list[object] = [_item(*spec) for spec in items]
+    arg: object = tuple(packets) if as_tuple else packets
+    start, end = (0, len(items)) if resend else bounds
+    expected: set[type[Exception]] = set()
+    if resend and rtx is not None:
+        pt, ssrc, first = rtx
+        if not (0 <= pt <= 127 and ssrc <= 0xFFFFFFFF and 0 <= first <= 0xFFFF):
+            expected.add(ValueError)
+    if not 0 <= index < len(slots) or not 0 <= start <= end <= len(items):
+        expected.add(IndexError)
+    else:
+        expected |= {_ITEM_ERRORS[spec[0]] for spec in items[start:end] if spec[0] != GOOD}
+        if any(spec[4] < 0 for spec in items[start:end] if spec[0] == GOOD):
+            expected.add(ValueError)
+    try:
+        counts = (
+            raw.resend(index, arg, rtx)  # type: ignore[arg-type]
+            if resend
+            else raw.replay(index, arg, start, end)  # type: ignore[arg-type]
+        )
+    except (IndexError, TypeError, ValueError) as exc:
+        assert type(exc) in expected, f"unexpected {exc!r}"
+        return
+    assert not expected, f"expected one of {expected}"
+    sent, wire, payload_bytes, keyframes, errors = counts
+    assert sent + errors <= end - start
+    if resend:
+        assert sent + errors == end - start  # no floor for NACK answers
+    assert keyframes <= sent and wire <= 2048 * sent and payload_bytes <= 2100 * sent
+    for slot in range(len(raw)):
+        assert raw.take(slot) == (0, 0, 0, 0, 0)  # the call's counts are returned, not kept
+    got = _drain(rx)
+    assert len(got) <= sent and all(len(d) <= 2048 for d in got)
+    if resend and rtx is not None:  # RTX header fields (SRTP leaves the header in clear)
+        for datagram in got:
+            (seq,) = struct.unpack_from("!H", datagram, 2)
+            assert datagram[1] & 0x7F == rtx[0]
+            assert struct.unpack_from("!I", datagram, 8)[0] == rtx[1]
+            assert (seq - rtx[2]) & 0xFFFF < len(items)
+    # paused slots stay out of the live fan-out
+    raw.forward(b"live", 1, 1, False, False, (b"",))
+    forwarded = 0
+    for slot, (_, _, paused) in enumerate(slots):
+        assert raw.paused(slot) == paused
+        taken = raw.take(slot)
+        assert taken[0] + taken[4] <= (0 if paused else 1)
+        forwarded += taken[0]
+    assert len(_drain(rx)) <= forwarded
+
+
+def _drain(rx: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(4096))
+        except BlockingIOError:
+            return got
+
+
+def test_huge_lists_and_bad_calls(udp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """The most one call takes, one more is a ValueError; a list mutated by the caller during
+    a call cannot reach the kernel (it works on its own slice); a gone slot is an IndexError."""
+    tx, rx = udp_pair
+    group = native.NativeGroup()
+    srtp = _session()
+    _add(group, srtp, tx, rx.getsockname())
+    raw = group._group
+    raw.set_dry_run(True)  # 65,536 datagrams would only be dropped by the receiver
+    limit = native._fanout.MAX_LIST
+    items = [(b"p", n & 0xFFFF, n, False, n == 0, b"") for n in range(limit + 1)]
+    with pytest.raises(ValueError):
+        raw.replay(0, items, 0, limit + 1)
+    with pytest.raises(ValueError):
+        raw.resend(0, items, None)
+    tag = 16  # AEAD_AES_128_GCM
+    # a whole sequence cycle in one call: the floor follows it, nothing is skipped
+    assert raw.replay(0, items, 1, limit + 1) == (limit, limit * (12 + 1 + tag), limit, 0, 0)
+    assert raw.resend(0, items[:limit], (97, 5, 0xFFFF)) == (
+        limit,
+        limit * (12 + 2 + 1 + tag),
+        limit,
+        1,
+        0,
+    )
+    assert raw.take(0) == (0, 0, 0, 0, 0)
+    raw.set_dry_run(False)
+    with pytest.raises(TypeError):
+        raw.replay(0, iter(items), 0, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        raw.resend(0, items[:1], [97, 5, 0])  # type: ignore[arg-type]
+    with pytest.raises(IndexError):
+        raw.replay(1, items, 0, 1)
+    with pytest.raises(IndexError):
+        raw.replay(0, items, 5, 4)
+    slot = group.slots[0]
+    group.remove(slot)
+    with pytest.raises(IndexError):
+        group.replay(slot, items, 0, 1)
+    with pytest.raises(IndexError):
+        group.resend(slot, items[:1], None)
