@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the native fan-out kernel with AddressSanitizer + UBSan and run its equivalence tests
-# and a long fuzz of it (hostile sizes and layouts) against that build.
+# (live fan-out, fast-start replay, NACK answers and RTX against the Python path) and a long fuzz
+# of all its entry points (hostile sizes, layouts, packet lists, indexes) against that build.
 #
 # Works on a copy of the tree in a temporary directory, so the checkout's own build of the
 # kernel (src/relaycast/native/*.so) is left alone.
