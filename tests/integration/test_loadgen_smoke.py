@@ -12,6 +12,8 @@ import sys
 import pytest
 from tests.conftest import SRC
 
+from relaycast.loadgen import receiver as native_receiver
+from relaycast.loadgen.report import format_table
 from relaycast.loadgen.runner import BenchOptions, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -28,6 +30,11 @@ REQUIRED_KEYS = {
     "server_rss_bytes",
     "egress_mbps",
     "publisher_send_mbps",
+    "load_cpu_percent",
+    "load_core_percent",
+    "load_headroom",
+    "server_to_load_cost",
+    "load_receive_path",
 }
 
 
@@ -37,7 +44,12 @@ def clip_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_three_viewers_receive_everything(relaycast_server, clip_cache) -> None:
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_three_viewers_receive_everything(relaycast_server, clip_cache, monkeypatch, path) -> None:
+    """On both receive paths of the viewers (the worker processes inherit the switch)."""
+    if path == "native" and not native_receiver.available():
+        pytest.skip("native receive path not built")
+    monkeypatch.setenv(native_receiver.ENV, "1" if path == "native" else "0")
     opts = BenchOptions(
         viewers=3,
         duration=4.0,
@@ -69,6 +81,11 @@ def test_three_viewers_receive_everything(relaycast_server, clip_cache) -> None:
     assert result["server_rss_bytes"] > 0
     # three viewers each get about what the publisher sends
     assert result["egress_mbps"] > 2 * result["publisher_send_mbps"]
+    assert result["load_receive_path"] == path
+    assert 0 < result["load_core_percent"] <= result["load_cpu_percent"]
+    assert result["load_headroom"] == pytest.approx(100 / result["load_core_percent"])
+    assert result["server_to_load_cost"] > 0
+    assert "load core %" in format_table(result)
     json.dumps(result)  # serialisable as the CLI writes it
 
 

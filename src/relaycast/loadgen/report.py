@@ -22,6 +22,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("publisher_send_mbps", "pub Mbps", "{:.2f}"),
     ("client_socket_drops", "client drops", "{:d}"),
     ("load_cpu_percent", "load CPU %", "{:.0f}"),
+    ("load_core_percent", "load core %", "{:.0f}"),
+    ("load_headroom", "headroom x", "{:.1f}"),
+    ("server_to_load_cost", "srv/load", "{:.1f}"),
     ("load_loop_lag_ms_max", "load lag ms", "{:.0f}"),
 ]
 
@@ -55,6 +58,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"SRTP auth failures: {result.get('srtp_auth_failures')}  "
         f"untouched payloads: {100 * result.get('untouched_payload_ratio', 0):.2f} %  "
         f"viewers without keyframe: {result.get('viewers_without_keyframe')}",
+        f"load: {result.get('load_cores')} core(s), receive path "
+        f"{result.get('load_receive_path')}; headroom x = 100 / load core %, srv/load = server "
+        "CPU / load CPU for the same packets",
     ]
     if "max_viewers" in result:
         extra.append(

@@ -296,6 +296,13 @@ def _load_cpu_seconds(procs: list[Any]) -> float:
     return total
 
 
+def load_core_count(opts: BenchOptions) -> int:
+    """The cores the load (publisher + viewer workers) may run on."""
+    if opts.load_cpus:
+        return len(opts.load_cpus)
+    return len(os.sched_getaffinity(0)) or 1
+
+
 def _log(opts: BenchOptions, msg: str) -> None:
     if opts.verbose:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -455,11 +462,11 @@ def _run(
         time.sleep(opts.settle)
         ports = {int(viewers[i]["port"]) for i in present}
         drops0 = drops_snapshot(ports, server_pid)
-        load0 = _load_cpu_seconds(procs)
+        load0, viewers0 = _load_cpu_seconds(procs), _load_cpu_seconds(procs[1:])
         cpu0, t0 = probe.cpu_seconds(), time.time_ns()
         queues = _sample_queues(ports, server_pid, opts.duration)
         cpu1, t1 = probe.cpu_seconds(), time.time_ns()
-        load1 = _load_cpu_seconds(procs)
+        load1, viewers1 = _load_cpu_seconds(procs), _load_cpu_seconds(procs[1:])
         drops1 = drops_snapshot(ports, server_pid)
         rss = probe.rss()
         cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / ((t1 - t0) / 1e9) * 100
@@ -470,12 +477,18 @@ def _run(
             "join_s": join_s,
             "server_cpu_percent": cpu,
             "load_cpu_percent": (load1 - load0) / ((t1 - t0) / 1e9) * 100,
+            "viewer_cpu_percent": (viewers1 - viewers0) / ((t1 - t0) / 1e9) * 100,
             "server_rss_bytes": rss,
             "drops": (drops0, drops1),
             "queues": queues,
         }
         windows.append(window)
-        _log(opts, f"  window done: server CPU {cpu if cpu is None else round(cpu, 1)} %")
+        load_core = window["load_cpu_percent"] / load_core_count(opts)
+        _log(
+            opts,
+            f"  window done: server CPU {cpu if cpu is None else round(cpu, 1)} %, "
+            f"load core {load_core:.0f} %",
+        )
         if cpu is not None and cpu > 97 and opts.ramp:
             failures_in_row += 1
         else:
@@ -514,6 +527,36 @@ def _run(
         rss_publisher,
         video_bitrate,
     )
+
+
+def load_metrics(window: dict[str, Any], cores: int) -> dict[str, Any]:
+    """The load side's own CPU in a window: ``load_cpu_percent`` (publisher + viewer workers,
+    100 = one core), ``viewer_cpu_percent`` (the workers alone), ``load_core_percent`` (how
+    busy the load cores are, 100 = all saturated), ``load_headroom`` (100 / that: how many
+    times this step's load the load cores could take) and ``server_to_load_cost`` (server CPU /
+    load CPU for the same packets: how many times what one server core can send one load core
+    can take; the bench measures the server while this is > 1 and the load cores have headroom).
+    """
+    load = window["load_cpu_percent"]
+    server = window.get("server_cpu_percent")
+    core = load / max(1, cores)
+    return {
+        "load_cpu_percent": load,
+        "viewer_cpu_percent": window.get("viewer_cpu_percent"),
+        "load_core_percent": core,
+        "load_headroom": 100.0 / core if core > 0 else None,
+        "server_to_load_cost": server / load if server is not None and load > 0 else None,
+    }
+
+
+def receive_path(viewers: dict[int, dict[str, Any]]) -> str:
+    """ "native", "python" or "mixed": which receive path the viewers that connected used."""
+    paths = {bool(v.get("native")) for v in viewers.values() if v.get("connected_ns")}
+    if paths == {True}:
+        return "native"
+    if paths == {False}:
+        return "python"
+    return "mixed" if paths else "none"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -565,7 +608,7 @@ def _analyse(
         m["client_socket_drops"] = d1[0] - d0[0]
         m["client_rx_queue_max_bytes"], m["server_rx_queue_max_bytes"] = w["queues"]
         m["load_loop_lag_ms_max"] = w.get("load_loop_lag_ms_max")
-        m["load_cpu_percent"] = w["load_cpu_percent"]
+        m.update(load_metrics(w, load_core_count(opts)))
         m["server_socket_drops"] = d1[1] - d0[1]
         steps.append(m)
     last = steps[-1]
@@ -582,6 +625,8 @@ def _analyse(
             "server_cpus": list(opts.server_cpus) if opts.server_cpus else None,
             "load_cpus": list(opts.load_cpus) if opts.load_cpus else None,
             "workers": n_workers,
+            "load_cores": load_core_count(opts),
+            "load_receive_path": receive_path(viewers),
             "untouched_payload_ratio": matched.matched_fraction,
             "srtp_auth_failures": sum(v.get("auth_failures", 0) for v in viewers.values()),
             "srtp_replays": sum(v.get("replays", 0) for v in viewers.values()),
