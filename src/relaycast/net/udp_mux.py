@@ -142,7 +142,7 @@ class UdpMux:
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send without awaiting: a full socket buffer drops the datagram (the peer NACKs)."""
-        if self.tcp_paths and is_tcp(addr):
+        if is_tcp(addr):  # never a name lookup of "tcp:..." by the UDP socket
             try:
                 self.sender_for(addr)(data, addr)
             except OSError as exc:
