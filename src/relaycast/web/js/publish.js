@@ -3,6 +3,10 @@
 //
 // URL parameters (for kiosks and automation):
 //   ?key=SECRET&source=camera|screen|test&preset=360p|480p|720p|1080p&codec=vp8|h264|vp9|av1&autostart=1
+// The same parameters may come in the fragment instead (#key=SECRET&autostart=1: the one-click
+// URL `relaycast serve` prints; a fragment never reaches a server's logs); the fragment wins
+// and is then removed from the address bar. The key also comes from localStorage (per stream)
+// once it has worked.
 //
 // Globals: window.peerConnections (Map) is what the console snippet of the design notes
 // reads; window.detectConnectionSpeed() is the notes' function (fixed);
@@ -12,82 +16,172 @@
 
 import { drawChart, formatBps, shortBps } from "./charts.js";
 import { measureClockOffset, serverNow } from "./clock.js";
-import { sleep, streamNameFromPath } from "./http-util.js";
+import { readPageConfig } from "./config.js";
+import { byId, setText } from "./dom.js";
+import { HttpError, errorMessage, sleep, streamNameFromPath } from "./http-util.js";
 import { CODECS, DEFAULT_PRESET, PRESETS, presetByName, presetLabel } from "./presets.js";
+import { SessionRunner } from "./session-runner.js";
 import { checkConnectionSpeed, detectConnectionSpeed, measureUploadSpeed } from "./speedtest.js";
 import { RtpStatsSampler } from "./stats.js";
 import { createTestSource } from "./test-source.js";
 import { WhipClient } from "./whip-client.js";
 
+/** @typedef {import("./presets.js").Preset} Preset */
+/** @typedef {import("./stats.js").RtpSample} RtpSample */
+/** @typedef {"idle" | "connecting" | "live" | "error"} PublishState */
+/**
+ * A capture: camera, screen or test pattern.
+ * @typedef {object} Media
+ * @property {MediaStream} stream
+ * @property {() => void} stop
+ * @property {((w: number, h: number, fps?: number) => void)} [resize]  the test pattern's
+ * @property {string} kind  camera | screen | test
+ * @property {string} mic  the microphone choice it was opened with
+ */
+
 const KEY_STORAGE = "relaycast.publishKey";
-const DISCONNECT_GRACE_MS = 3000;
 const RETRY_MAX_MS = 10000;
 const VIEWERS_POLL_MS = 2000;
 const CHART_SPAN_S = 60;
 
 const streamName = streamNameFromPath();
-const params = new URLSearchParams(location.search);
+const params = pageParams();
 const keyStorage = `${KEY_STORAGE}.${streamName}`;
+const config = readPageConfig();
 
-window.peerConnections = window.peerConnections instanceof Map ? window.peerConnections : new Map();
-window.detectConnectionSpeed = detectConnectionSpeed;
-window.measureUploadSpeed = measureUploadSpeed;
-window.checkConnectionSpeed = () => runSpeedCheck();
+/** @type {any} */
+const win = window;
+win.peerConnections = win.peerConnections instanceof Map ? win.peerConnections : new Map();
+/** @type {Map<string, RTCPeerConnection>} the design notes' console snippet reads this */
+const peerConnections = win.peerConnections;
+win.detectConnectionSpeed = detectConnectionSpeed;
+win.measureUploadSpeed = measureUploadSpeed;
+win.checkConnectionSpeed = () => runSpeedCheck();
 
 const rc = {
-  state: "idle", // idle | connecting | live | error
+  /** @type {PublishState} */
+  state: "idle",
+  /** @type {RTCPeerConnection | null} */
   pc: null,
+  /** @type {string | null} */
   error: null,
   stream: streamName,
+  /** @type {Preset | null} */
   preset: null,
+  /** @type {string | null} */
   codec: null,
+  /** @type {string | null} */
   source: null,
   attempts: 0,
+  /** @type {RtpSample | null} */
   stats: null,
+  /** @type {number | null} */
   viewers: null,
+  /** @type {Awaited<ReturnType<typeof checkConnectionSpeed>> | null} */
   speed: null,
-  /** What the last preset change set: {name, width, height, fps, maxBitrate, confirmed}. */
+  /** The STUN/TURN servers the next session will use. */
+  /** @type {RTCIceServer[]} */
+  iceServers: config.iceServers,
+  /** What the last preset change set. */
+  /** @type {{name: string, width?: number, height?: number, fps: number, maxBitrate: number, confirmed: boolean} | null} */
   applied: null,
   goLive: () => goLive(),
   stop: () => stop(),
+  /** @param {string} name */
   setPreset: (name) => setPreset(name),
   checkConnectionSpeed: () => runSpeedCheck(),
 };
-window.relaycast = rc;
+win.relaycast = rc;
 
-const $ = (id) => document.getElementById(id);
 const els = {
-  key: $("key"),
-  keyHint: $("key-hint"),
-  source: $("source"),
-  mic: $("mic"),
-  preset: $("preset"),
-  codec: $("codec"),
-  go: $("go"),
-  stop: $("stop"),
-  previewButton: $("preview-button"),
-  status: $("status"),
-  preview: $("preview"),
-  previewEmpty: $("preview-empty"),
-  liveBadge: $("live-badge"),
-  pill: $("state-pill"),
-  viewerCount: $("viewer-count"),
-  form: $("controls"),
-  speedValue: $("speed-value"),
-  speedReason: $("speed-reason"),
-  speedCheck: $("speed-check"),
-  chart: $("chart"),
+  key: byId("key", HTMLInputElement),
+  keyHint: byId("key-hint"),
+  source: byId("source", HTMLSelectElement),
+  mic: byId("mic", HTMLSelectElement),
+  preset: byId("preset", HTMLSelectElement),
+  codec: byId("codec", HTMLSelectElement),
+  go: byId("go", HTMLButtonElement),
+  stop: byId("stop", HTMLButtonElement),
+  previewButton: byId("preview-button", HTMLButtonElement),
+  status: byId("status"),
+  preview: byId("preview", HTMLVideoElement),
+  previewEmpty: byId("preview-empty"),
+  liveBadge: byId("live-badge"),
+  pill: byId("state-pill"),
+  viewerCount: byId("viewer-count"),
+  form: byId("controls", HTMLFormElement),
+  speedValue: byId("speed-value"),
+  speedReason: byId("speed-reason"),
+  speedCheck: byId("speed-check", HTMLButtonElement),
+  chart: byId("chart", HTMLCanvasElement),
 };
 
-let media = null; // {stream, stop, resize?, kind, mic}
-let client = null;
+/** @type {Media | null} */
+let media = null;
 let wantLive = false;
-let retryTimer = null;
-let disconnectTimer = null;
-let statsTimer = null;
+/** @type {ReturnType<typeof setInterval> | undefined} */
+let statsTimer;
 let presetTouched = Boolean(params.get("preset"));
+/** @type {object | null} */
 let switching = null;
-const history = { sent: [], available: [] };
+/** @type {{sent: [number, number][], available: [number, number][]}} */
+const chartHistory = { sent: [], available: [] };
+
+const runner = new SessionRunner({
+  iceServers: config.iceServers,
+  createClient: (iceServers) => {
+    if (!media || !rc.preset) throw new Error("no source to publish");
+    return new WhipClient(`/whip/${encodeURIComponent(streamName)}`, media.stream, {
+      token: els.key.value.trim(),
+      iceServers,
+      videoCodec: rc.codec || "",
+      maxBitrate: rc.preset.bitrate,
+      maxFramerate: rc.preset.fps,
+    });
+  },
+  open: (client) => client.publish(),
+  maxDelayMs: RETRY_MAX_MS,
+  onAttempt: ({ attempt }) => {
+    peerConnections.clear();
+    rc.pc = null;
+    rc.attempts = attempt;
+    setState("connecting", attempt ? "Reconnecting…" : "Connecting to the server…");
+  },
+  onSession: (pc, client) => onSession(pc, client.token),
+  onConnectionState: (pc, state) => onConnectionState(pc, state),
+  onRetry: ({ reason, error, delayMs, attempt }) => {
+    rc.attempts = attempt + 1;
+    if (error) rc.error = errorMessage(error);
+    const why =
+      error instanceof HttpError && error.status === 409 ? `“${streamName}” is already live from somewhere else` : reason;
+    setState("connecting", `${why || "Connection lost"} — retrying in ${Math.max(1, Math.round(delayMs / 1000))} s…`);
+  },
+  onFailed: (err) => {
+    wantLive = false;
+    rc.error = errorMessage(err);
+    if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+      localStorage.removeItem(keyStorage);
+      els.keyHint.textContent = "";
+      els.key.setAttribute("aria-invalid", "true");
+      els.key.focus();
+    }
+    setState("error", refusal(err));
+  },
+});
+
+/**
+ * The page's parameters: the query, then the fragment over it (`#key=…&autostart=1`). The
+ * fragment is removed from the address bar at once (it may hold the publish key).
+ * @returns {URLSearchParams}
+ */
+function pageParams() {
+  const merged = new URLSearchParams(location.search);
+  if (location.hash.length > 1) {
+    for (const [name, value] of new URLSearchParams(location.hash.slice(1))) merged.set(name, value);
+    window.history.replaceState(window.history.state, "", location.pathname + location.search);
+  }
+  return merged;
+}
 
 // -- state and form ------------------------------------------------------------------------
 
@@ -105,8 +199,8 @@ function setState(state, message) {
 }
 
 function setupForm() {
-  $("stream-name").textContent = streamName;
-  $("watch-link").href = `/watch/${encodeURIComponent(streamName)}`;
+  setText("stream-name", streamName);
+  byId("watch-link", HTMLAnchorElement).href = `/watch/${encodeURIComponent(streamName)}`;
   document.title = `Go live: ${streamName} · relaycast`;
 
   const remembered = localStorage.getItem(keyStorage) ?? localStorage.getItem(KEY_STORAGE);
@@ -143,7 +237,7 @@ function setupForm() {
   els.previewButton.addEventListener("click", () => preview());
   els.speedCheck.addEventListener("click", () => runSpeedCheck());
   window.addEventListener("pagehide", () => {
-    if (client) client.stop();
+    runner.stop();
   });
 }
 
@@ -348,11 +442,6 @@ async function runSpeedCheck() {
 
 // -- going live ------------------------------------------------------------------------------
 
-function isRetryable(err) {
-  const s = err?.status ?? 0;
-  return s === 0 || s === 408 || s === 409 || s === 429 || s >= 500;
-}
-
 async function ensureMedia(preset) {
   const kind = els.source.value;
   const mic = kind === "test" ? "tone" : els.mic.value;
@@ -401,85 +490,60 @@ async function goLive() {
     await ensureMedia(rc.preset);
   } catch (err) {
     wantLive = false;
-    rc.error = `cannot open ${rc.source}: ${err.message || err}`;
+    rc.error = `cannot open ${rc.source}: ${errorMessage(err)}`;
     setState("error", describeMediaError(rc.source, err));
     return;
   }
-  await connect();
+  if (!wantLive) return; // stopped while the source opened
+  await runner.start();
 }
 
+/**
+ * What a final refusal means for the streamer, in words.
+ * @param {unknown} err
+ * @returns {string}
+ */
 function refusal(err) {
   const key = els.key.value.trim();
-  switch (err.status) {
-    case 401:
-      return `This stream needs its publish key: type it in the key field, then press Go live.`;
-    case 403:
-      return key ? `The key is not right for “${streamName}”. Check it and press Go live again.` : refusal({ status: 401 });
-    default:
-      return err.detail ? `${err.title || "Refused"}: ${err.detail}` : err.message || String(err);
+  const status = err instanceof HttpError ? err.status : -1;
+  if (status === 401 || (status === 403 && !key)) {
+    return `This stream needs its publish key: type it in the key field, then press Go live.`;
   }
+  if (status === 403) return `The key is not right for “${streamName}”. Check it and press Go live again.`;
+  if (err instanceof HttpError && err.detail) return `${err.title || "Refused"}: ${err.detail}`;
+  return errorMessage(err);
 }
 
-async function connect() {
-  clearTimeout(retryTimer);
-  clearTimeout(disconnectTimer);
-  if (!wantLive) return;
-  if (client) await client.stop();
-  window.peerConnections.clear();
-  rc.pc = null;
-  setState("connecting", rc.attempts ? "Reconnecting…" : "Connecting to the server…");
-  const key = els.key.value.trim();
-  client = new WhipClient(`/whip/${encodeURIComponent(streamName)}`, { token: key });
-  const thisClient = client;
-  let pc;
-  try {
-    pc = await client.publish(media.stream, {
-      videoCodec: rc.codec || "",
-      maxBitrate: rc.preset.bitrate,
-      maxFramerate: rc.preset.fps,
-    });
-  } catch (err) {
-    if (thisClient !== client || !wantLive) return;
-    rc.error = err.message || String(err);
-    if (isRetryable(err)) {
-      const why = err.status === 409 ? `“${streamName}” is already live from somewhere else` : err.detail || err.message;
-      scheduleRetry(why);
-    } else {
-      wantLive = false;
-      if (err.status === 401 || err.status === 403) {
-        localStorage.removeItem(keyStorage);
-        els.keyHint.textContent = "";
-        els.key.setAttribute("aria-invalid", "true");
-        els.key.focus();
-      }
-      setState("error", refusal(err));
-    }
-    return;
-  }
-  if (thisClient !== client || !wantLive) return;
+/**
+ * A session was answered (201): remember the key, expose the connection, start the numbers.
+ * @param {RTCPeerConnection} pc
+ * @param {string} key
+ */
+async function onSession(pc, key) {
   if (key) {
     localStorage.setItem(keyStorage, key);
     els.key.removeAttribute("aria-invalid");
   }
   withLegacyStatFields(pc);
   rc.pc = pc;
-  window.peerConnections.set(streamName, pc);
-  pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
-  onConnectionState(pc);
-  const expect = await applyEncoding(pc, rc.preset, captureSize(rc.preset)).catch(() => null);
-  rc.applied = { name: rc.preset.name, ...(expect ?? {}), fps: rc.preset.fps, maxBitrate: rc.preset.bitrate, confirmed: false };
-  startStats(pc);
+  rc.iceServers = runner.iceServers;
+  peerConnections.set(streamName, pc);
+  const preset = rc.preset ?? presetByName(els.preset.value);
+  const expect = await applyEncoding(pc, preset, captureSize(preset)).catch(() => null);
+  rc.applied = { name: preset.name, ...(expect ?? {}), fps: preset.fps, maxBitrate: preset.bitrate, confirmed: false };
+  if (pc === rc.pc) startStats(pc);
 }
 
 /**
  * The design notes' console snippet reads `stat.mediaType`, which browsers renamed `kind`
  * (webrtc-stats); give the RTP stats of this connection both names so it works as written.
+ * @param {RTCPeerConnection} pc
  */
 function withLegacyStatFields(pc) {
   const original = pc.getStats.bind(pc);
-  pc.getStats = async (...args) => {
-    const report = await original(...args);
-    report.forEach((s) => {
+  /** @type {any} */ (pc).getStats = async (/** @type {MediaStreamTrack | null | undefined} */ selector) => {
+    const report = await original(selector);
+    report.forEach((/** @type {any} */ s) => {
       if (s.kind && s.mediaType === undefined && s.type.endsWith("rtp")) {
         try {
           s.mediaType = s.kind;
@@ -492,34 +556,24 @@ function withLegacyStatFields(pc) {
   };
 }
 
-function scheduleRetry(reason) {
-  const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** rc.attempts);
-  rc.attempts += 1;
-  setState("connecting", `${reason || "Connection lost"} — retrying in ${Math.max(1, Math.round(delay / 1000))} s…`);
-  retryTimer = setTimeout(() => connect(), delay);
-}
-
-function onConnectionState(pc) {
-  if (pc !== rc.pc || !wantLive) return;
-  switch (pc.connectionState) {
+/**
+ * @param {RTCPeerConnection} pc
+ * @param {RTCPeerConnectionState} state
+ */
+function onConnectionState(pc, state) {
+  if (pc !== rc.pc) return;
+  switch (state) {
     case "connected":
-      clearTimeout(disconnectTimer);
       rc.attempts = 0;
       rc.error = null;
-      setState("live", `Live on “${streamName}” · ${rc.preset.name}`);
+      setState("live", `Live on “${streamName}” · ${rc.preset?.name ?? ""}`);
       break;
     case "disconnected":
-      clearTimeout(disconnectTimer);
       els.status.textContent = "Connection unstable…";
-      disconnectTimer = setTimeout(() => {
-        if (pc === rc.pc && pc.connectionState === "disconnected") scheduleRetry("Connection lost");
-      }, DISCONNECT_GRACE_MS);
       break;
     case "failed":
-      scheduleRetry("Connection lost");
-      break;
     case "closed":
-      break;
+      break; // the runner retries
     default:
       setState("connecting", "Connecting media…");
   }
@@ -535,7 +589,7 @@ const fmt = {
 
 function showStats(s) {
   const v = s.video;
-  const set = (id, text) => ($(id).textContent = text);
+  const set = setText;
   set("st-resolution", v?.width ? `${v.width} × ${v.height}` : "—");
   set("st-fps", v?.fps != null ? `${Math.round(v.fps)} fps` : "—");
   set("st-bitrate", v?.kbps != null ? formatBps(v.kbps * 1000) : "—");
@@ -557,8 +611,8 @@ function drawStatsChart() {
   drawChart(els.chart, {
     span: CHART_SPAN_S,
     series: [
-      { label: "sent", color: "#e63946", points: history.sent, fill: true },
-      { label: "available", color: "#58a6ff", points: history.available },
+      { label: "sent", color: "#e63946", points: chartHistory.sent, fill: true },
+      { label: "available", color: "#58a6ff", points: chartHistory.available },
     ],
     left: (v) => shortBps(v),
   });
@@ -578,9 +632,9 @@ function startStats(pc) {
     rc.stats = s;
     showStats(s);
     const t = Date.now() / 1000;
-    if (s.video?.kbps != null) history.sent.push([t, s.video.kbps * 1000]);
-    if (s.pair?.availableOutgoingBitrate) history.available.push([t, s.pair.availableOutgoingBitrate]);
-    for (const list of Object.values(history)) while (list.length && list[0][0] < t - CHART_SPAN_S - 5) list.shift();
+    if (s.video?.kbps != null) chartHistory.sent.push([t, s.video.kbps * 1000]);
+    if (s.pair?.availableOutgoingBitrate) chartHistory.available.push([t, s.pair.availableOutgoingBitrate]);
+    for (const list of Object.values(chartHistory)) while (list.length && list[0][0] < t - CHART_SPAN_S - 5) list.shift();
     drawStatsChart();
   }, 1000);
 }
@@ -595,20 +649,16 @@ async function pollViewers() {
     return; // server away: keep the last number
   }
   els.viewerCount.textContent = String(rc.viewers);
-  $("st-viewers").textContent = String(rc.viewers);
+  setText("st-viewers", String(rc.viewers));
 }
 
 async function stop(message = "Stopped. Go live again when ready.") {
   wantLive = false;
   switching = null;
-  clearTimeout(retryTimer);
-  clearTimeout(disconnectTimer);
   clearInterval(statsTimer);
-  const c = client;
-  client = null;
   rc.pc = null;
-  window.peerConnections.clear();
-  if (c) await c.stop();
+  peerConnections.clear();
+  await runner.stop();
   if (media) media.stop();
   media = null;
   els.preview.srcObject = null;

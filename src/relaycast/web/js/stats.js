@@ -1,25 +1,65 @@
+// @ts-check
 // getStats() sampling with bitrates computed from deltas between two samples
 // (bytes over the time between the two reports, not over the epoch timestamp as in the
 // design notes' snippet).
 
+/**
+ * One media kind of a sample (numbers from the RTP stats entry; null when the browser has none).
+ * @typedef {object} KindSample
+ * @property {number | null} kbps  since the previous sample
+ * @property {number} bytes
+ * @property {number} packets
+ * @property {number} packetsLost
+ * @property {number | null} lossPercent  inbound, since the previous sample
+ * @property {number | null} width
+ * @property {number | null} height
+ * @property {number | null} fps
+ * @property {number | null} frames  decoded (inbound) or sent (outbound)
+ * @property {number | null} jitter  seconds
+ * @property {number | null} jitterBufferMs  average jitter-buffer delay since the previous sample
+ * @property {number | null} jitterBufferTarget
+ * @property {number | null} freezes
+ * @property {number | null} freezeSeconds
+ * @property {string | null} codec  e.g. "video/VP8"
+ * @property {string | null} qualityLimitationReason
+ * @property {number | null} targetBitrate
+ */
+
+/**
+ * @typedef {object} RtpSample
+ * @property {KindSample | null} video
+ * @property {KindSample | null} audio
+ * @property {{fractionLost: number | null, packetsLost: number | null, rtt: number | null, jitter: number | null} | null} remote
+ * @property {{availableOutgoingBitrate: number | null, rtt: number | null} | null} pair
+ * @property {number} at  performance.now() of the sample
+ */
+
 /** Tracks one direction ("outbound-rtp" or "inbound-rtp") of a peer connection. */
 export class RtpStatsSampler {
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {"outbound-rtp" | "inbound-rtp"} type
+   */
   constructor(pc, type = "outbound-rtp") {
     this.pc = pc;
     this.type = type;
-    this.prev = new Map(); // report id -> previous raw stats
+    /** @type {Map<string, any>} report id -> previous raw stats */
+    this.prev = new Map();
   }
 
   /**
    * One sample: {video, audio, remote, pair, codecs} with kbps and per-interval loss from
    * the previous sample. `remote` is the remote-inbound-rtp of the video (the server's
    * receiver reports), `pair` the selected candidate pair.
+   * @returns {Promise<RtpSample>}
    */
   async sample() {
+    /** @type {RtpSample} */
     const out = { video: null, audio: null, remote: null, pair: null, at: performance.now() };
     const report = await this.pc.getStats();
+    /** @type {Map<string, string>} */
     const codecs = new Map();
-    report.forEach((s) => {
+    report.forEach((/** @type {any} */ s) => {
       if (s.type === "codec") codecs.set(s.id, s.mimeType);
       if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
         out.pair = {
@@ -28,7 +68,8 @@ export class RtpStatsSampler {
         };
       }
     });
-    report.forEach((s) => {
+    report.forEach((/** @type {any} */ s) => {
+      /** @type {"video" | "audio"} */
       const kind = s.kind || s.mediaType;
       if (s.type === "remote-inbound-rtp" && kind === "video") {
         out.remote = {
@@ -84,6 +125,10 @@ export class RtpStatsSampler {
   }
 }
 
+/**
+ * @param {KindSample | null} v
+ * @returns {string}
+ */
 export function formatVideoStats(v) {
   if (!v) return "no video yet";
   const parts = [];

@@ -1,3 +1,4 @@
+// @ts-check
 // A machine-readable clock in the video, for glass-to-glass latency.
 //
 // The test-pattern source draws, in a band at the top of each frame, a row of 56 black or
@@ -12,6 +13,10 @@ const SYNC = [1, 0, 1, 0];
 const DATA_BITS = 48;
 const BAND = { x0: 0.02, x1: 0.98, y0: 0.012, y1: 0.062 };
 
+/**
+ * @param {number[]} bits
+ * @returns {number[]}
+ */
 function checksum(bits) {
   let c = 0;
   for (let i = 0; i < DATA_BITS; i += 4) {
@@ -20,6 +25,10 @@ function checksum(bits) {
   return [(c >> 3) & 1, (c >> 2) & 1, (c >> 1) & 1, c & 1];
 }
 
+/**
+ * @param {number} ms
+ * @returns {number[]}
+ */
 export function encodeBits(ms) {
   const bits = [];
   let v = BigInt(Math.floor(ms)) & ((1n << 48n) - 1n);
@@ -27,7 +36,13 @@ export function encodeBits(ms) {
   return [...SYNC, ...bits, ...checksum(bits)];
 }
 
-/** Draw the code for `ms` into a 2D context of a width x height frame. */
+/**
+ * Draw the code for `ms` into a 2D context of a width x height frame.
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {number} width
+ * @param {number} height
+ * @param {number} ms
+ */
 export function drawTimecode(ctx, width, height, ms) {
   const bits = encodeBits(ms);
   const x0 = BAND.x0 * width;
@@ -42,7 +57,12 @@ export function drawTimecode(ctx, width, height, ms) {
   }
 }
 
-/** The band's pixel rectangle in a width x height frame: [x, y, w, h]. */
+/**
+ * The band's pixel rectangle in a width x height frame: [x, y, w, h].
+ * @param {number} width
+ * @param {number} height
+ * @returns {[number, number, number, number]}
+ */
 export function bandRect(width, height) {
   const x = Math.floor(BAND.x0 * width);
   const y = Math.floor(BAND.y0 * height);
@@ -52,6 +72,11 @@ export function bandRect(width, height) {
 /**
  * Decode from ImageData of the band (as returned for bandRect); returns the ms value
  * (48 low bits, restored to the full epoch near `nearMs`) or null if unreadable.
+ * @param {ImageData} image
+ * @param {number} width
+ * @param {number} height
+ * @param {number} [nearMs]
+ * @returns {number | null}
  */
 export function decodeTimecode(image, width, height, nearMs = Date.now()) {
   const [bx, by, bw, bh] = bandRect(width, height);
@@ -95,13 +120,19 @@ export function decodeTimecode(image, width, height, nearMs = Date.now()) {
  * `maxPerSecond` reads), calling onDelay(ms) with now(server clock) - time in the frame.
  */
 export class TimecodeReader {
+  /**
+   * @param {HTMLVideoElement} video
+   * @param {{now?: () => number, onDelay?: (ms: number) => void, maxPerSecond?: number}} [options]
+   */
   constructor(video, { now = () => Date.now(), onDelay = () => {}, maxPerSecond = 5 } = {}) {
     this.video = video;
     this.now = now;
     this.onDelay = onDelay;
     this.minGap = 1000 / maxPerSecond;
     this.canvas = document.createElement("canvas");
-    this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+    const ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+    if (!ctx) throw new Error("no 2D canvas");
+    this.ctx = ctx;
     this.last = 0;
     this.stopped = false;
     this.reads = 0;

@@ -25,15 +25,31 @@
 
 import { formatBps } from "./charts.js";
 import { measureClockOffset, serverNow } from "./clock.js";
-import { streamNameFromPath } from "./http-util.js";
+import { readPageConfig } from "./config.js";
+import { byId, setText } from "./dom.js";
+import { HttpError, errorMessage, streamNameFromPath } from "./http-util.js";
+import { SessionRunner, defaultRetryable } from "./session-runner.js";
 import { RtpStatsSampler } from "./stats.js";
 import { TimecodeReader } from "./timecode.js";
 import { WhepClient } from "./whep-client.js";
 
-const DISCONNECT_GRACE_MS = 3000;
+/** @typedef {import("./stats.js").RtpSample} RtpSample */
+/** @typedef {"connecting" | "waiting" | "live" | "reconnecting" | "error"} WatchState */
+/** @typedef {{name: string, ms: number, loss: number, jitter: number}} BufferLevel */
+/**
+ * @typedef {object} BufferState
+ * @property {boolean} auto
+ * @property {number} targetMs
+ * @property {string} level
+ * @property {string} reason
+ * @property {number} lossPercent
+ * @property {number} jitterMs
+ */
+
 const RETRY_MAX_MS = 10000;
 const STALL_MS = 2500; // no new frame for this long: the streamer is away
 
+/** @type {readonly BufferLevel[]} */
 export const BUFFER_LEVELS = Object.freeze([
   Object.freeze({ name: "clean", ms: 0, loss: 0, jitter: 0 }),
   Object.freeze({ name: "light", ms: 200, loss: 1, jitter: 20 }),
@@ -46,65 +62,71 @@ const LOSS_WINDOW_S = 3;
 
 const streamName = streamNameFromPath();
 const params = new URLSearchParams(location.search);
+const token = params.get("token") || "";
+const config = readPageConfig();
+
+const video = byId("video", HTMLVideoElement);
+const statusEl = byId("status");
+const unmute = byId("unmute");
+const els = {
+  wrap: byId("video-wrap"),
+  curtain: byId("curtain"),
+  curtainText: byId("curtain-text"),
+  pill: byId("state-pill"),
+  overlay: byId("overlay"),
+  mute: byId("mute"),
+  volume: byId("volume", HTMLInputElement),
+  statsToggle: byId("stats-toggle"),
+  pip: byId("pip"),
+  fullscreen: byId("fullscreen"),
+  auto: byId("auto-buffer", HTMLInputElement),
+  target: byId("buffer-target"),
+  reason: byId("buffer-reason"),
+  liveDot: byId("live-dot"),
+};
 
 const rc = {
+  /** @type {WatchState} */
   state: "connecting",
+  /** @type {RTCPeerConnection | null} */
   pc: null,
+  /** @type {string | null} */
   error: null,
   stream: streamName,
   attempts: 0,
+  /** @type {RtpSample | null} */
   stats: null,
   framesDecoded: 0,
-  /** {auto, targetMs, level, reason, lossPercent, jitterMs} */
+  /** The STUN/TURN servers the next session will use. */
+  /** @type {RTCIceServer[]} */
+  iceServers: config.iceServers,
+  /** @type {BufferState} */
   buffer: { auto: true, targetMs: 0, level: "clean", reason: "clean link: no extra buffer", lossPercent: 0, jitterMs: 0 },
-  /** {lastMs, medianMs, reads, misses, at} from the test pattern's timecode */
+  /** From the test pattern's timecode. */
+  /** @type {{lastMs: number, medianMs: number, reads: number, misses: number, at: number} | null} */
   glassToGlass: null,
+  /** @param {number} ms */
   setBufferTarget: (ms) => setBufferTarget(ms),
+  /** @param {boolean} on */
   setAutoBuffering: (on) => setAutoBuffering(on),
 };
-window.relaycast = rc;
+/** @type {any} */ (window).relaycast = rc;
 
-/** The design notes' call: force a buffer as if `lossPercent` % of packets were lost. */
-window.applyAdaptiveBuffering = (lossPercent, bufferMs) => {
-  const loss = Number(lossPercent) || 0;
-  const target = bufferMs == null ? levelFor(loss, 0).ms : Number(bufferMs);
-  setAutoBuffering(false);
-  const applied = setBufferTarget(target, `set by hand for ${loss} % loss`);
-  return { targetMs: rc.buffer.targetMs, reason: rc.buffer.reason, receivers: applied };
-};
-
-const $ = (id) => document.getElementById(id);
-const video = $("video");
-const statusEl = $("status");
-const unmute = $("unmute");
-const els = {
-  wrap: $("video-wrap"),
-  curtain: $("curtain"),
-  curtainText: $("curtain-text"),
-  pill: $("state-pill"),
-  overlay: $("overlay"),
-  mute: $("mute"),
-  volume: $("volume"),
-  statsToggle: $("stats-toggle"),
-  pip: $("pip"),
-  fullscreen: $("fullscreen"),
-  auto: $("auto-buffer"),
-  target: $("buffer-target"),
-  reason: $("buffer-reason"),
-  liveDot: $("live-dot"),
-};
-
-let client = null;
-let retryTimer = null;
-let disconnectTimer = null;
-let statsTimer = null;
+/** @type {ReturnType<typeof setInterval> | undefined} */
+let statsTimer;
 let lastFrameAt = 0;
+/** @type {TimecodeReader | null} */
 let reader = null;
-const g2g = []; // [performance.now(), delay ms]
-const lossWindow = []; // per-second loss percentages
+/** @type {[number, number][]} [performance.now(), delay ms] */
+const g2g = [];
+/** @type {number[]} per-second loss percentages */
+const lossWindow = [];
 let upCount = 0;
 let downCount = 0;
+let clockSynced = false;
+let headStartTaken = false;
 
+/** @type {Record<WatchState, string>} */
 const MESSAGES = {
   connecting: "Connecting…",
   waiting: "Waiting for the streamer…",
@@ -113,93 +135,128 @@ const MESSAGES = {
   error: "Cannot watch this stream.",
 };
 
+// The session starts before anything else on the page: the WHEP POST leaves as soon as the
+// offer is ready; the clock sync, the controls and the stats come after.
+const runner = new SessionRunner({
+  iceServers: config.iceServers,
+  createClient: (iceServers) => {
+    const client = new WhepClient(`/whep/${encodeURIComponent(streamName)}`, { token, iceServers });
+    // the first session is the one watch.html began before this module arrived
+    if (!headStartTaken) headStartTaken = client.adopt(/** @type {any} */ (window).relaycastHeadStart);
+    return client;
+  },
+  isRetryable: (err) => defaultRetryable(err) || (err instanceof HttpError && err.status === 404),
+  maxDelayMs: RETRY_MAX_MS,
+  onAttempt: ({ attempt }) => {
+    rc.pc = null;
+    rc.attempts = attempt;
+    if (attempt === 0) setState("connecting");
+  },
+  onSession: (pc, client) => onSession(pc, client.stream),
+  onConnectionState: (pc, state) => onConnectionState(pc, state),
+  onRetry: ({ reason, error, delayMs, attempt }) => {
+    rc.attempts = attempt + 1;
+    if (error) rc.error = errorMessage(error);
+    setState("reconnecting", `${reason} — retrying in ${Math.max(1, Math.round(delayMs / 1000))} s…`);
+  },
+  onFailed: (err) => {
+    rc.error = errorMessage(err);
+    setState("error", refusal(err));
+  },
+});
+runner.start();
+
+/** The design notes' call: force a buffer as if `lossPercent` % of packets were lost. */
+/** @type {any} */ (window).applyAdaptiveBuffering = (/** @type {unknown} */ lossPercent, /** @type {unknown} */ bufferMs) => {
+  const loss = Number(lossPercent) || 0;
+  const target = bufferMs == null ? levelFor(loss, 0).ms : Number(bufferMs);
+  setAutoBuffering(false);
+  const applied = setBufferTarget(target, `set by hand for ${loss} % loss`);
+  return { targetMs: rc.buffer.targetMs, reason: rc.buffer.reason, receivers: applied };
+};
+
+/**
+ * @param {WatchState} state
+ * @param {string} [message]
+ */
 function setState(state, message) {
   rc.state = state;
   statusEl.dataset.state = state;
   statusEl.textContent = message ?? MESSAGES[state];
   els.pill.dataset.state = state;
-  els.pill.textContent = state === "live" ? "live" : state;
+  els.pill.textContent = state;
   els.curtain.hidden = state === "live";
   els.curtainText.textContent = message ?? MESSAGES[state];
   els.curtain.dataset.state = state;
   els.liveDot.hidden = state !== "live";
 }
 
-function isRetryable(err) {
-  const s = err?.status ?? 0;
-  return s === 0 || s === 404 || s === 408 || s === 409 || s === 429 || s >= 500;
-}
-
-function scheduleRetry(reason) {
-  clearTimeout(retryTimer);
-  const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** rc.attempts);
-  rc.attempts += 1;
-  setState("reconnecting", `${reason} — retrying in ${Math.max(1, Math.round(delay / 1000))} s…`);
-  retryTimer = setTimeout(connect, delay);
-}
-
-async function connect() {
-  clearTimeout(retryTimer);
-  clearTimeout(disconnectTimer);
-  if (client) await client.stop();
-  rc.pc = null;
-  if (rc.attempts === 0) setState("connecting");
-  client = new WhepClient(`/whep/${encodeURIComponent(streamName)}`, {
-    token: params.get("token") || "",
-  });
-  const thisClient = client;
-  let result;
-  try {
-    result = await client.view();
-  } catch (err) {
-    if (thisClient !== client) return;
-    rc.error = err.message || String(err);
-    if (isRetryable(err)) scheduleRetry(err.detail || "Server unreachable");
-    else setState("error", err.detail ? `${err.title || "Refused"}: ${err.detail}` : rc.error);
-    return;
+/**
+ * What a final refusal means for the viewer, in words.
+ * @param {unknown} err
+ * @returns {string}
+ */
+function refusal(err) {
+  if (!(err instanceof HttpError)) return errorMessage(err);
+  switch (err.status) {
+    case 401:
+      return "This stream is private: open it with the link that carries your viewer token (…/watch/" +
+        `${streamName}?token=…).`;
+    case 403:
+      return token
+        ? "Your viewer token is not valid for this stream (expired, or made for another stream). Ask the streamer for a new link."
+        : "You are not allowed to watch this stream. Ask the streamer for a link with a viewer token.";
+    default:
+      return err.detail ? `${err.title || "Refused"}: ${err.detail}` : err.message;
   }
-  if (thisClient !== client) return;
-  const { pc, stream } = result;
+}
+
+/**
+ * A session was answered: play its tracks.
+ * @param {RTCPeerConnection} pc
+ * @param {MediaStream} stream
+ */
+function onSession(pc, stream) {
   rc.pc = pc;
+  rc.iceServers = runner.iceServers;
   rc.framesDecoded = 0;
   lastFrameAt = 0;
-  video.srcObject = stream;
+  if (video.srcObject !== stream) video.srcObject = stream;
   video.play().catch(() => {}); // muted autoplay is allowed; ignore if not yet
   applyTarget();
-  pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   pc.addEventListener("track", () => applyTarget());
-  onConnectionState(pc);
   startStats(pc);
+  if (!clockSynced) {
+    // after the POST, not before it: the clock matters only for glass-to-glass
+    clockSynced = true;
+    measureClockOffset();
+    setInterval(() => measureClockOffset(), 60_000);
+  }
   if (!reader) {
     reader = new TimecodeReader(video, { now: serverNow, onDelay: onGlassToGlass });
   }
 }
 
-function onConnectionState(pc) {
+/**
+ * @param {RTCPeerConnection} pc
+ * @param {RTCPeerConnectionState} state
+ */
+function onConnectionState(pc, state) {
   if (pc !== rc.pc) return;
-  switch (pc.connectionState) {
-    case "connected":
-      clearTimeout(disconnectTimer);
-      rc.attempts = 0;
-      rc.error = null;
-      if (rc.state !== "live") setState("waiting");
-      break;
-    case "disconnected":
-      clearTimeout(disconnectTimer);
-      disconnectTimer = setTimeout(() => {
-        if (pc === rc.pc && pc.connectionState === "disconnected") scheduleRetry("Connection lost");
-      }, DISCONNECT_GRACE_MS);
-      break;
-    case "failed":
-      scheduleRetry("Connection lost");
-      break;
-    default:
-      break;
+  if (state === "connected") {
+    rc.attempts = 0;
+    rc.error = null;
+    if (rc.state !== "live") setState("waiting");
   }
 }
 
 // -- adaptive buffering ----------------------------------------------------------------------
 
+/**
+ * @param {number} loss  percent
+ * @param {number} jitter  ms
+ * @returns {number}
+ */
 function levelIndexFor(loss, jitter) {
   let idx = 0;
   BUFFER_LEVELS.forEach((l, i) => {
@@ -208,11 +265,21 @@ function levelIndexFor(loss, jitter) {
   return idx;
 }
 
+/**
+ * @param {number} loss
+ * @param {number} jitter
+ * @returns {BufferLevel}
+ */
 function levelFor(loss, jitter) {
   return BUFFER_LEVELS[levelIndexFor(loss, jitter)];
 }
 
 /** Set every receiver's jitterBufferTarget (ms); returns how many receivers took it. */
+/**
+ * @param {number} ms
+ * @param {string} [reason]
+ * @returns {number}
+ */
 function setBufferTarget(ms, reason) {
   const target = Math.max(0, Math.min(4000, Math.round(Number(ms) || 0)));
   rc.buffer.targetMs = target;
@@ -231,13 +298,14 @@ function applyTarget() {
       receiver.jitterBufferTarget = rc.buffer.targetMs;
       n++;
     } else if ("playoutDelayHint" in receiver) {
-      receiver.playoutDelayHint = rc.buffer.targetMs / 1000;
+      /** @type {any} */ (receiver).playoutDelayHint = rc.buffer.targetMs / 1000;
       n++;
     }
   }
   return n;
 }
 
+/** @param {boolean} on */
 function setAutoBuffering(on) {
   rc.buffer.auto = Boolean(on);
   els.auto.checked = rc.buffer.auto;
@@ -261,15 +329,17 @@ function showBuffer() {
   const b = rc.buffer;
   els.target.textContent = b.targetMs >= 1000 ? `${(b.targetMs / 1000).toFixed(1)} s` : `${b.targetMs} ms`;
   els.reason.textContent = b.reason;
-  $("ov-buffer").textContent = `${b.targetMs} ms${b.auto ? " (auto)" : " (manual)"}`;
-  for (const btn of document.querySelectorAll("[data-buffer]")) {
+  byId("ov-buffer").textContent = `${b.targetMs} ms${b.auto ? " (auto)" : " (manual)"}`;
+  for (const btn of document.querySelectorAll("button[data-buffer]")) {
+    if (!(btn instanceof HTMLElement)) continue;
     btn.setAttribute("aria-pressed", String(!b.auto && Number(btn.dataset.buffer) === b.targetMs));
   }
 }
 
 /** One second of the automatic policy (see the top of this file). */
+/** @param {RtpSample} s */
 function adaptBuffer(s) {
-  const losses = [s.video?.lossPercent, s.audio?.lossPercent].filter((x) => x != null);
+  const losses = /** @type {number[]} */ ([s.video?.lossPercent, s.audio?.lossPercent].filter((x) => x != null));
   if (!losses.length) return;
   lossWindow.push(Math.max(...losses));
   while (lossWindow.length > LOSS_WINDOW_S) lossWindow.shift();
@@ -320,6 +390,7 @@ function adaptBuffer(s) {
 
 // -- glass-to-glass --------------------------------------------------------------------------
 
+/** @param {number} delayMs */
 function onGlassToGlass(delayMs) {
   const now = performance.now();
   g2g.push([now, delayMs]);
@@ -336,9 +407,10 @@ function onGlassToGlass(delayMs) {
 
 // -- stats -----------------------------------------------------------------------------------
 
+/** @param {RtpSample} s */
 function showOverlay(s) {
   const v = s.video;
-  const set = (id, text) => ($(id).textContent = text);
+  const set = setText;
   set("ov-resolution", v?.width ? `${v.width}×${v.height}` : "—");
   set("ov-fps", v?.fps != null ? `${Math.round(v.fps)}` : "—");
   const kbps = (v?.kbps ?? 0) + (s.audio?.kbps ?? 0);
@@ -360,14 +432,20 @@ function showOverlay(s) {
   }
 }
 
-// Playing state comes from decoded frames (getStats) and the <video> events together.
+/**
+ * Playing state comes from decoded frames (getStats) and the <video> events together.
+ * @param {RTCPeerConnection} pc
+ */
 function startStats(pc) {
   clearInterval(statsTimer);
   const sampler = new RtpStatsSampler(pc, "inbound-rtp"); // display, every 500 ms
   const policySampler = new RtpStatsSampler(pc, "inbound-rtp"); // buffering, every second
   let ticks = 0;
   statsTimer = setInterval(async () => {
-    if (pc !== rc.pc) return clearInterval(statsTimer);
+    if (pc !== rc.pc) {
+      clearInterval(statsTimer);
+      return;
+    }
     let s;
     try {
       s = await sampler.sample();
@@ -387,7 +465,8 @@ function startStats(pc) {
     // every other tick (500 ms sampling): one decision a second
     ticks += 1;
     if (ticks % 2 === 0) {
-      adaptBuffer(await policySampler.sample().catch(() => ({})));
+      const p = await policySampler.sample().catch(() => null);
+      if (p) adaptBuffer(p);
     }
     showOverlay(s);
   }, 500);
@@ -398,7 +477,7 @@ function startStats(pc) {
 function updateMuteUi() {
   unmute.hidden = !video.muted;
   els.mute.dataset.muted = String(video.muted || video.volume === 0);
-  els.volume.value = video.muted ? 0 : video.volume;
+  els.volume.value = String(video.muted ? 0 : video.volume);
 }
 
 function setupControls() {
@@ -417,7 +496,7 @@ function setupControls() {
   });
   video.addEventListener("volumechange", updateMuteUi);
 
-  const showStats = (on) => {
+  const showStats = (/** @type {boolean} */ on) => {
     els.overlay.hidden = !on;
     els.statsToggle.setAttribute("aria-pressed", String(on));
     localStorage.setItem("relaycast.watchStats", on ? "1" : "0");
@@ -447,7 +526,8 @@ function setupControls() {
   video.addEventListener("dblclick", () => els.fullscreen.click());
 
   els.auto.addEventListener("change", () => setAutoBuffering(els.auto.checked));
-  for (const btn of document.querySelectorAll("[data-buffer]")) {
+  for (const btn of document.querySelectorAll("button[data-buffer]")) {
+    if (!(btn instanceof HTMLElement)) continue;
     btn.addEventListener("click", () => {
       setAutoBuffering(false);
       setBufferTarget(Number(btn.dataset.buffer), "set by hand");
@@ -460,15 +540,11 @@ video.addEventListener("playing", () => {
   if (rc.pc?.connectionState === "connected") setState("live");
 });
 window.addEventListener("pagehide", () => {
-  if (client) client.stop();
+  runner.stop();
 });
 
-$("stream-name").textContent = streamName;
+setText("stream-name", streamName);
 document.title = `${streamName} · relaycast`;
 setupControls();
 updateMuteUi();
 showBuffer();
-setState("connecting");
-measureClockOffset();
-setInterval(() => measureClockOffset(), 60_000);
-connect();

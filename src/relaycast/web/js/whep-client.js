@@ -1,53 +1,102 @@
+// @ts-check
 // WHEP client: receive a stream with one HTTP POST of a recvonly SDP offer.
 
-import { endSession, postOffer, resolveLocation } from "./http-util.js";
+import { checkAnswer } from "./http-util.js";
+import { WebRtcClient } from "./webrtc-client.js";
 
-export class WhepClient {
+/**
+ * A WHEP session the viewer page began before its modules arrived (the inline script at the
+ * top of watch.html's body): the connection with its two recvonly transceivers, the stream of
+ * their tracks, the fetch of the offer's POST to `url` with `token`, and `applied`: true once
+ * a 201's answer is set on the connection, false when the POST was not answered with a 201
+ * (its body is then unread).
+ * @typedef {object} WhepHeadStart
+ * @property {RTCPeerConnection} pc
+ * @property {string} url
+ * @property {string} token
+ * @property {MediaStream} stream
+ * @property {Promise<Response>} response
+ * @property {Promise<boolean>} applied
+ */
+
+export class WhepClient extends WebRtcClient {
   /**
    * @param {string} url  the WHEP endpoint, e.g. "/whep/live"
-   * @param {{token?: string, iceServers?: RTCIceServer[]}} options
+   * @param {import("./webrtc-client.js").ClientOptions} [options]  token: a viewer token
    */
-  constructor(url, { token = "", iceServers = [] } = {}) {
-    this.url = new URL(url, location.href).href;
-    this.token = token;
-    this.iceServers = iceServers;
-    this.pc = null;
-    this.resourceUrl = null;
-    this.etag = null;
+  constructor(url, options = {}) {
+    super(url, "watch", options);
+    /** The received tracks; they play once the streamer is live. */
+    this.stream = new MediaStream();
+    /** @type {WhepHeadStart | null} */
+    this.headStart = null;
+    /** Whether this client's session is the one the page began early. */
+    this.adopted = false;
+    /** @type {WhepHeadStart | null} */
+    this.early = null;
   }
 
-  /** Connect; resolves with `{pc, stream}`. Tracks play once the streamer is live. */
-  async view() {
-    if (this.pc) throw new Error("already viewing; call stop() first");
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
-    this.pc = pc;
-    const stream = new MediaStream();
+  /**
+   * Take over a session the page began early (once; it must be for this endpoint and token).
+   * @param {WhepHeadStart | null | undefined} headStart
+   * @returns {boolean} whether it will be used
+   */
+  adopt(headStart) {
+    const state = headStart?.pc.signalingState;
+    if (!headStart || (state !== "have-local-offer" && state !== "stable")) return false;
+    if (new URL(headStart.url, location.href).href !== this.url || headStart.token !== this.token) return false;
+    this.headStart = headStart;
+    return true;
+  }
+
+  begin() {
+    const early = this.headStart;
+    this.headStart = null;
+    if (!early) return super.begin();
+    this.adopted = true;
+    this.early = early;
+    this.stream = early.stream;
+    const pc = early.pc;
+    this.listen(pc);
+    return { pc, answer: checkAnswer(early.response, this.what) };
+  }
+
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {Response} resp
+   */
+  async applyAnswer(pc, resp) {
+    if (this.early?.pc === pc) {
+      if (!(await this.early.applied)) throw new Error("the early session's answer was not applied");
+      return;
+    }
+    await super.applyAnswer(pc, resp);
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  prepare(pc) {
+    this.listen(pc);
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+  }
+
+  /**
+   * Collect the connection's incoming tracks into this.stream.
+   * @param {RTCPeerConnection} pc
+   */
+  listen(pc) {
+    const stream = this.stream;
     pc.addEventListener("track", (ev) => {
       if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
     });
-    try {
-      pc.addTransceiver("video", { direction: "recvonly" });
-      pc.addTransceiver("audio", { direction: "recvonly" });
-      await pc.setLocalDescription(await pc.createOffer());
-
-      const resp = await postOffer(this.url, pc.localDescription.sdp, this.token, "watch");
-      this.resourceUrl = resolveLocation(resp, this.url);
-      this.etag = resp.headers.get("ETag");
-      await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
-      return { pc, stream };
-    } catch (err) {
-      pc.close();
-      this.pc = null;
-      throw err;
-    }
   }
 
-  /** Leave: DELETE the WHEP resource and close the connection. */
-  async stop() {
-    const pc = this.pc;
-    const resource = this.resourceUrl;
-    this.pc = null;
-    this.resourceUrl = null;
-    await endSession(pc, resource, this.token);
+  /**
+   * Connect; resolves with `{pc, stream}`.
+   * @returns {Promise<{pc: RTCPeerConnection, stream: MediaStream}>}
+   */
+  async view() {
+    const pc = await this.connect();
+    return { pc, stream: this.stream };
   }
 }
