@@ -24,6 +24,9 @@ gi.require_version("GstSdp", "1.0"); gi.require_version("Nice", "0.1")'
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nft >/dev/null || missing+=(nftables)
+# network namespaces and a real TURN server for the ICE-TCP and TURN tests
+command -v ip >/dev/null || missing+=(iproute2)
+command -v turnserver >/dev/null || [ -x /usr/bin/turnserver ] || missing+=(coturn)
 gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi
   gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)

@@ -352,3 +352,11 @@ async def test_a_udp_datagram_from_the_same_port_reaches_no_tcp_session(plane: P
     assert plane.mux.counters.garbage_dropped == garbage + 1
     assert peer.counters.srtp_auth_failures == 0
     writer.close()
+
+
+async def test_sending_to_a_closed_path_is_a_counted_drop_not_a_name_lookup(
+    plane: Plane,
+) -> None:
+    errors = plane.mux.counters.send_errors
+    plane.mux.sendto(b"\x00\x01", tcp_key(("127.0.0.1", 9)))  # no such connection
+    assert plane.mux.counters.send_errors == errors + 1
