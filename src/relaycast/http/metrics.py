@@ -68,8 +68,7 @@ SERVER_COUNTERS: dict[str, str] = {
     "tcp_refused": "ICE-TCP connections refused by the per-address or total cap.",
     "tcp_dropped": "ICE-TCP connections closed for bad framing, garbage or no valid STUN "
     "Binding request first.",
-    "tcp_timeouts": "ICE-TCP connections closed for sending no valid STUN Binding request "
-    "in time.",
+    "tcp_timeouts": "ICE-TCP connections closed for sending no valid STUN Binding request in time.",
     "tcp_bytes_in": "Bytes received on ICE-TCP connections (framing included).",
     "tcp_bytes_out": "Bytes sent on ICE-TCP connections (framing included).",
 }
