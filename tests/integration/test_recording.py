@@ -51,6 +51,9 @@ def decode_recording(path: Path) -> dict[str, Any]:
     starts = [s[0] for s in span.values()]
     ends = [s[1] for s in span.values()]
     out["duration"] = max(ends) - min(starts) if span else 0.0
+    # audio/video sync: the two streams begin and end together (the publishers stop both)
+    if len(span) == 2:
+        out["skew"] = max(abs(starts[0] - starts[1]), abs(ends[0] - ends[1]))
     return out
 
 
@@ -100,6 +103,7 @@ async def test_ffmpeg_h264_publish_is_recorded_to_fragmented_mp4(
     assert result["video"] >= 0.9 * seconds * 30, result
     assert result["audio"] >= 0.9 * seconds * 50, result
     assert abs(result["duration"] - seconds) <= 0.1 * seconds, result
+    assert result["skew"] < 0.25, result
     meta = json.loads(files[0].with_name(files[0].name + ".json").read_text())
     assert meta["complete"] is True and abs(meta["duration"] - seconds) <= 0.1 * seconds, meta
 
@@ -148,6 +152,7 @@ async def test_recording_continues_across_a_publisher_reconnect(
     # both publishers' media, the pause in between kept as time
     wall = second[1] - first[0]
     assert abs(result["duration"] - wall) <= 0.1 * wall, (result, wall)
+    assert result["skew"] < 0.25, result
     assert result["video"] >= 0.85 * 6.0 * 30, result
     assert result["audio"] >= 0.85 * 6.0 * 50, result
     video_span = result["span"]["video"]

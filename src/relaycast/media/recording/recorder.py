@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib.util
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from relaycast.config import ConfigError
 from relaycast.media.recording.assembler import AssembledFrame, TrackAssembler
 from relaycast.media.recording.depacketize import EncodedFrame
 from relaycast.media.recording.timeline import PublisherClock, TrackClock
@@ -387,6 +389,18 @@ class Recording:
         os.replace(tmp, side)
 
 
+def check_record_dir(root: Path) -> None:
+    """Refuse to start when recordings could not be written (ConfigError says why)."""
+    if importlib.util.find_spec("av") is None:
+        raise ConfigError("--record-dir needs PyAV to write the files: pip install av")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--record-dir {str(root)!r} cannot be created: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"--record-dir {str(root)!r} is not writable")
+
+
 def recordable_codecs(publisher: Publisher) -> tuple[str | None, str | None]:
     """The (video, audio) codecs of a publisher that relaycast can record."""
     codecs = publisher.codecs()
@@ -401,6 +415,8 @@ class Recorder:
     def __init__(self, config: Config, *, grace: float = RECONNECT_GRACE) -> None:
         self.config = config
         self.root = Path(config.record_dir) if config.record_dir else None
+        if self.root is not None:
+            check_record_dir(self.root)
         self.grace = grace
         self.recordings: dict[str, Recording] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
