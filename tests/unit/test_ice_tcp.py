@@ -112,11 +112,17 @@ class Plane:
 @pytest.fixture
 async def plane() -> AsyncIterator[Plane]:
     ice = IceLite()
-    mux = await open_udp_mux("127.0.0.1", 0, ice.on_stun, ice.counters)
+    for _ in range(20):  # the kernel's free UDP port may be busy on TCP (a client's port)
+        mux = await open_udp_mux("127.0.0.1", 0, ice.on_stun, ice.counters)
+        assert mux.sock is not None
+        port = mux.sock.getsockname()[1]
+        try:
+            listener = await open_ice_tcp("127.0.0.1", port, mux, ice, per_ip=3, total=100)
+        except OSError:
+            mux.close()
+            continue
+        break
     ice.mux = mux
-    assert mux.sock is not None
-    port = mux.sock.getsockname()[1]
-    listener = await open_ice_tcp("127.0.0.1", port, mux, ice, per_ip=3, total=100)
     yield Plane(mux, ice, listener, listener.port)
     listener.close()
     mux.close()
