@@ -24,6 +24,8 @@ gi.require_version("GstSdp", "1.0"); gi.require_version("Nice", "0.1")'
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nft >/dev/null || missing+=(nftables)
+# Node.js and npm: tsc type-checks the pages' JavaScript
+command -v npm >/dev/null || missing+=(nodejs npm)
 # network namespaces and a real TURN server for the ICE-TCP and TURN tests
 command -v ip >/dev/null || missing+=(iproute2)
 command -v turnserver >/dev/null || [ -x /usr/bin/turnserver ] || missing+=(coturn)
@@ -58,6 +60,10 @@ echo "== ruff"
 
 echo "== mypy"
 "$PYTHON" -m mypy
+
+echo "== tsc (the pages' JavaScript: // @ts-check, JSDoc)"
+npm ci --no-audit --no-fund --loglevel=error
+npx --no-install tsc -p .
 
 echo "== pytest"
 "$PYTHON" -m pytest -q "$@"

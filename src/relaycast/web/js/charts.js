@@ -1,3 +1,4 @@
+// @ts-check
 // Small line charts on a <canvas>: no library, no build step.
 //
 // drawChart(canvas, {series, span, left, right}) draws time series that share a time axis
@@ -7,6 +8,7 @@
 const GRID = "rgba(139, 152, 165, 0.18)";
 const TEXT = "#8b98a5";
 
+/** @param {number} v */
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const exp = 10 ** Math.floor(Math.log10(v));
@@ -14,7 +16,10 @@ function niceMax(v) {
   return 10 * exp;
 }
 
-/** Resize the canvas backing store to its CSS size times devicePixelRatio; returns the 2D context. */
+/**
+ * Resize the canvas backing store to its CSS size times devicePixelRatio; returns the 2D context.
+ * @param {HTMLCanvasElement} canvas
+ */
 function fit(canvas) {
   const dpr = window.devicePixelRatio || 1;
   const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
@@ -24,13 +29,14 @@ function fit(canvas) {
     canvas.height = h;
   }
   const ctx = canvas.getContext("2d");
+  if (!ctx) throw new Error("no 2D canvas");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   return { ctx, width: canvas.clientWidth, height: canvas.clientHeight };
 }
 
 /**
  * @param {HTMLCanvasElement} canvas
- * @param {{series: {label:string,color:string,points:number[][],axis?:string,fill?:boolean}[],
+ * @param {{series: {label:string,color:string,points:number[][],axis?:string,fill?:boolean,step?:boolean}[],
  *          span?: number, now?: number, left?: (v:number)=>string, right?: (v:number)=>string,
  *          leftMin?: number, rightMin?: number}} opts
  */
@@ -46,7 +52,7 @@ export function drawChart(canvas, opts) {
   const plotH = Math.max(10, height - pad.t - pad.b);
   ctx.clearRect(0, 0, width, height);
 
-  const maxOf = (axis, min) => {
+  const maxOf = (/** @type {string} */ axis, /** @type {number | undefined} */ min) => {
     let m = min ?? 0;
     for (const s of opts.series) {
       if ((s.axis ?? "left") !== axis) continue;
@@ -79,10 +85,10 @@ export function drawChart(canvas, opts) {
   ctx.textBaseline = "top";
   ctx.fillText(span >= 120 ? `last ${Math.round(span / 60)} min` : `last ${span} s`, pad.l + plotW, pad.t + plotH + 3);
 
-  const x = (t) => pad.l + plotW - ((now - t) / span) * plotW;
+  const x = (/** @type {number} */ t) => pad.l + plotW - ((now - t) / span) * plotW;
   for (const s of opts.series) {
     const max = s.axis === "right" ? maxR : maxL;
-    const y = (v) => pad.t + plotH - (Math.min(v, max) / max) * plotH;
+    const y = (/** @type {number} */ v) => pad.t + plotH - (Math.min(v, max) / max) * plotH;
     const pts = s.points.filter(([t]) => t >= now - span - 2);
     if (!pts.length) continue;
     ctx.save();
@@ -123,6 +129,10 @@ export function drawChart(canvas, opts) {
   }
 }
 
+/**
+ * @param {number | null | undefined} bps
+ * @returns {string}
+ */
 export function formatBps(bps) {
   if (bps == null || Number.isNaN(bps)) return "—";
   if (bps >= 1e6) return `${(bps / 1e6).toFixed(bps >= 1e7 ? 0 : 1)} Mbit/s`;
@@ -130,12 +140,20 @@ export function formatBps(bps) {
   return `${Math.round(bps)} bit/s`;
 }
 
+/**
+ * @param {number} bps
+ * @returns {string}
+ */
 export function shortBps(bps) {
   if (bps >= 1e6) return `${+(bps / 1e6).toFixed(1)}M`;
   if (bps >= 1e3) return `${Math.round(bps / 1e3)}k`;
   return String(Math.round(bps));
 }
 
+/**
+ * @param {number | null | undefined} seconds
+ * @returns {string}
+ */
 export function formatDuration(seconds) {
   if (seconds == null) return "—";
   const s = Math.floor(seconds);

@@ -1,3 +1,4 @@
+// @ts-check
 // The home page: a live dashboard over server-sent events (GET /api/events).
 //
 // Per stream: live state, viewers, codecs, resolution, bitrate in and out, uptime, links,
@@ -6,24 +7,61 @@
 // Test hooks: window.relaycast = {streams, server, connected}
 
 import { drawChart, formatBps, formatDuration, shortBps } from "./charts.js";
+import { byId } from "./dom.js";
+
+/** @typedef {[number, number, number, number]} Sample  [time s, ingress bit/s, egress bit/s, viewers] */
+/**
+ * One stream as GET /api/streams and the `streams` event give it.
+ * @typedef {{name: string, live: boolean, viewers?: number, viewers_connecting?: number,
+ *   video_codec?: string | null, audio_codec?: string | null, resolution?: string | null,
+ *   ingress_bps: number, egress_bps: number, uptime_s?: number | null}} StreamInfo
+ */
+/**
+ * Server totals (GET /api/server, the `server` event).
+ * @typedef {{time: number, live_streams: number, viewers: number, ingress_bps: number,
+ *   egress_bps: number, cpu_percent: number, system_cpu_percent: number, cpu_count: number,
+ *   memory_rss_bytes: number, system_memory_percent: number, uptime_s: number}} ServerInfo
+ */
+/** @typedef {{el: HTMLElement, canvas: HTMLCanvasElement, fields: Record<string, HTMLElement>, state: HTMLElement}} Card */
 
 const SPAN_S = 300; // the longest window shown; shorter while there is less history
 
-/** Chart window: the history there is, between one and five minutes. */
+/**
+ * Chart window: the history there is, between one and five minutes.
+ * @param {number[][]} points
+ * @param {number} now
+ */
 function spanFor(points, now) {
   const oldest = points.length ? points[0][0] : now;
   return Math.min(SPAN_S, Math.max(60, Math.ceil((now - oldest) / 60) * 60));
 }
-const rc = { streams: [], server: null, connected: false, history: {} };
-window.relaycast = rc;
+const rc = {
+  /** @type {StreamInfo[]} */
+  streams: [],
+  /** @type {ServerInfo | null} */
+  server: null,
+  connected: false,
+  /** @type {Record<string, Sample[]>} */
+  history: {},
+};
+/** @type {any} */ (window).relaycast = rc;
 
-const $ = (id) => document.getElementById(id);
+const $ = byId;
 const container = $("streams");
 const statusEl = $("status");
 const feed = $("feed");
+/** @type {{ingress: [number, number][], egress: [number, number][]}} */
 const totalsHistory = { ingress: [], egress: [] };
-const cards = new Map(); // name -> {el, canvas, fields}
+/** @type {Map<string, Card>} name -> card */
+const cards = new Map();
 
+/**
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string | null} [className]
+ * @param {string | null} [text]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function el(tag, className, text) {
   const e = document.createElement(tag);
   if (className) e.className = className;
@@ -31,6 +69,10 @@ function el(tag, className, text) {
   return e;
 }
 
+/**
+ * @param {string} name
+ * @returns {Card}
+ */
 function card(name) {
   let c = cards.get(name);
   if (c) return c;
@@ -51,6 +93,7 @@ function card(name) {
   actions.append(watch, publish);
   head.append(title, state, el("span", "spacer"), actions);
   const facts = el("dl", "facts");
+  /** @type {Record<string, HTMLElement>} */
   const fields = {};
   for (const [key, label] of [
     ["viewers", "Viewers"],
@@ -73,6 +116,7 @@ function card(name) {
   return c;
 }
 
+/** @param {StreamInfo[]} streams */
 function renderStreams(streams) {
   rc.streams = streams;
   const names = new Set(streams.map((s) => String(s.name)));
@@ -122,6 +166,7 @@ function drawStreamCharts() {
   }
 }
 
+/** @param {ServerInfo} t */
 function renderServer(t) {
   rc.server = t;
   $("t-streams").textContent = `${t.live_streams}`;
@@ -137,7 +182,7 @@ function renderServer(t) {
   totalsHistory.ingress.push([now, t.ingress_bps]);
   totalsHistory.egress.push([now, t.egress_bps]);
   for (const list of Object.values(totalsHistory)) while (list.length && list[0][0] < now - SPAN_S - 5) list.shift();
-  drawChart($("totals-chart"), {
+  drawChart($("totals-chart", HTMLCanvasElement), {
     span: spanFor(totalsHistory.ingress, now),
     now,
     series: [
@@ -181,7 +226,7 @@ function connectFeed() {
 
 $("start").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const name = $("new-stream").value.trim();
+  const name = $("new-stream", HTMLInputElement).value.trim();
   if (name) location.href = `/publish/${encodeURIComponent(name)}`;
 });
 window.addEventListener("resize", drawStreamCharts);

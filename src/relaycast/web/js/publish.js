@@ -1,3 +1,4 @@
+// @ts-check
 // The streamer page: pick a source, a microphone and a quality, check the connection, go
 // live over WHIP, watch the numbers, switch quality while live, stay live.
 //
@@ -185,6 +186,10 @@ function pageParams() {
 
 // -- state and form ------------------------------------------------------------------------
 
+/**
+ * @param {PublishState} state
+ * @param {string} [message]
+ */
 function setState(state, message) {
   rc.state = state;
   els.status.dataset.state = state;
@@ -208,7 +213,8 @@ function setupForm() {
   if (!params.get("key") && remembered) els.keyHint.textContent = "remembered from last time";
 
   for (const name of Object.keys(PRESETS)) els.preset.add(new Option(presetLabel(name), name));
-  els.preset.value = PRESETS[params.get("preset")] ? params.get("preset") : DEFAULT_PRESET;
+  const wanted = params.get("preset") ?? "";
+  els.preset.value = PRESETS[wanted] ? wanted : DEFAULT_PRESET;
   els.preset.addEventListener("change", () => {
     presetTouched = true;
     if (rc.state === "live") setPreset(els.preset.value);
@@ -224,7 +230,7 @@ function setupForm() {
   const codec = (params.get("codec") || "").toLowerCase();
   if (codec && [...els.codec.options].some((o) => o.value === codec)) els.codec.value = codec;
 
-  const source = params.get("source");
+  const source = params.get("source") ?? "";
   if (["camera", "screen", "test"].includes(source)) els.source.value = source;
   els.source.addEventListener("change", updateMicChoice);
   updateMicChoice();
@@ -272,6 +278,11 @@ function audioConstraint() {
   return mic === "default" ? base : { ...base, deviceId: { exact: mic } };
 }
 
+/**
+ * @param {string} kind  camera | screen | test
+ * @param {Preset} preset
+ * @returns {Promise<Media>}
+ */
 async function openSource(kind, preset) {
   if (kind === "test") {
     const src = createTestSource({ width: preset.width, height: preset.height, fps: preset.fps, clock: serverNow });
@@ -307,6 +318,11 @@ async function openSource(kind, preset) {
   };
 }
 
+/**
+ * @param {string} kind
+ * @param {any} err
+ * @returns {string}
+ */
 function describeMediaError(kind, err) {
   if (kind === "test") return `Cannot start the test pattern: ${err?.message || err}`;
   const what = kind === "screen" ? "screen" : "camera or microphone";
@@ -329,9 +345,13 @@ function videoTrack() {
 }
 
 /** Capture constraints (or the test pattern's canvas) for `preset`; returns the capture size. */
+/**
+ * @param {Preset} preset
+ * @returns {Promise<{width: number, height: number} | null>}
+ */
 async function applyCapture(preset) {
   const track = videoTrack();
-  if (!track) return null;
+  if (!track || !media) return null;
   if (media.resize) {
     media.resize(preset.width, preset.height, preset.fps);
   } else if (media.kind === "camera") {
@@ -355,13 +375,24 @@ async function applyCapture(preset) {
 }
 
 /** The size the source captures now (the preset's size for the test pattern). */
+/**
+ * @param {Preset} preset
+ * @returns {{width: number, height: number}}
+ */
 function captureSize(preset) {
   const track = videoTrack();
-  const s = track && !media.resize ? track.getSettings() : {};
+  /** @type {MediaTrackSettings} */
+  const s = track && media && !media.resize ? track.getSettings() : {};
   return { width: s.width || preset.width, height: s.height || preset.height };
 }
 
 /** The sender's encoding parameters for `preset` on a capture of `size`. */
+/**
+ * @param {RTCPeerConnection | null} pc
+ * @param {Preset} preset
+ * @param {{width: number, height: number} | null} size
+ * @returns {Promise<{width: number, height: number} | null>}
+ */
 async function applyEncoding(pc, preset, size) {
   const sender = pc?.getSenders().find((s) => s.track?.kind === "video");
   if (!sender) return null;
@@ -384,34 +415,38 @@ async function applyEncoding(pc, preset, size) {
  * sender's maxBitrate / maxFramerate / scaleResolutionDownBy. Resolves once getStats shows
  * the new resolution being sent (or after 10 s, with applied.confirmed = false).
  */
+/**
+ * @param {string} name
+ */
 async function setPreset(name) {
   if (!PRESETS[name]) throw new Error(`unknown preset ${name}; use one of ${Object.keys(PRESETS).join(", ")}`);
   els.preset.value = name;
   const preset = presetByName(name);
   rc.preset = preset;
-  if (!media) return (rc.applied = { name, ...preset, confirmed: false });
+  if (!media) return (rc.applied = { ...preset, maxBitrate: preset.bitrate, confirmed: false });
   const token = {};
   switching = token;
   const size = await applyCapture(preset);
-  const expect = rc.pc ? await applyEncoding(rc.pc, preset, size) : size;
-  rc.applied = { name, width: expect?.width, height: expect?.height, fps: preset.fps, maxBitrate: preset.bitrate, confirmed: false };
-  if (!rc.pc) return rc.applied;
+  const expect = (rc.pc ? await applyEncoding(rc.pc, preset, size) : size) ?? { width: preset.width, height: preset.height };
+  const applied = { name, width: expect.width, height: expect.height, fps: preset.fps, maxBitrate: preset.bitrate, confirmed: false };
+  rc.applied = applied;
+  if (!rc.pc) return applied;
   els.status.textContent = `Switching to ${name}…`;
   const deadline = performance.now() + 10000;
   while (performance.now() < deadline && switching === token && rc.pc) {
     await sleep(250);
     const v = rc.stats?.video;
-    if (v && v.height && expect && Math.abs(v.height - expect.height) <= 2 && Math.abs(v.width - expect.width) <= 2) {
-      rc.applied.confirmed = true;
+    if (v && v.height && v.width && Math.abs(v.height - expect.height) <= 2 && Math.abs(v.width - expect.width) <= 2) {
+      applied.confirmed = true;
       break;
     }
   }
   if (switching === token && rc.state === "live") {
-    els.status.textContent = rc.applied.confirmed
+    els.status.textContent = applied.confirmed
       ? `Live on “${streamName}” · switched to ${name}: sending ${expect.width}x${expect.height} at up to ${preset.fps} fps and ${formatBps(preset.bitrate)}`
       : `Live on “${streamName}” · asked for ${name}; the browser has not reached ${expect.width}x${expect.height} yet`;
   }
-  return rc.applied;
+  return applied;
 }
 
 // -- connection speed ------------------------------------------------------------------------
@@ -442,6 +477,7 @@ async function runSpeedCheck() {
 
 // -- going live ------------------------------------------------------------------------------
 
+/** @param {Preset} preset */
 async function ensureMedia(preset) {
   const kind = els.source.value;
   const mic = kind === "test" ? "tone" : els.mic.value;
@@ -582,11 +618,15 @@ function onConnectionState(pc, state) {
 // -- stats -----------------------------------------------------------------------------------
 
 const fmt = {
+  /** @param {number | null | undefined} n */
   num: (n) => (n == null ? "—" : n.toLocaleString("en-US")),
+  /** @param {number | null | undefined} b */
   mb: (b) => (b == null ? "—" : `${(b / 1024 / 1024).toFixed(2)} MB`),
+  /** @param {number | null | undefined} s */
   ms: (s) => (s == null ? "—" : `${Math.round(s * 1000)} ms`),
 };
 
+/** @param {RtpSample} s */
 function showStats(s) {
   const v = s.video;
   const set = setText;
@@ -618,6 +658,7 @@ function drawStatsChart() {
   });
 }
 
+/** @param {RTCPeerConnection} pc */
 function startStats(pc) {
   clearInterval(statsTimer);
   const sampler = new RtpStatsSampler(pc, "outbound-rtp");
@@ -643,7 +684,7 @@ async function pollViewers() {
   try {
     const resp = await fetch("/api/streams", { cache: "no-store" });
     const list = resp.ok ? await resp.json() : [];
-    const info = list.find((s) => s.name === streamName);
+    const info = list.find((/** @type {{name: string, viewers: number}} */ s) => s.name === streamName);
     rc.viewers = info ? info.viewers : 0;
   } catch {
     return; // server away: keep the last number

@@ -1,3 +1,4 @@
+// @ts-check
 // Connection speed: the Network Information API where the browser has one (the design notes'
 // detectConnectionSpeed(), fixed) and a real upload measurement against the server.
 
@@ -7,14 +8,17 @@ import { PRESETS } from "./presets.js";
  * Downlink estimate in Mbps from the Network Information API (Chromium), else 4.
  * The notes' version read an undefined variable `effectiveType` in its second branch; this
  * one reads navigator.connection.effectiveType.
+ * @param {{connection?: {downlink?: number, effectiveType?: string}}} [nav]
+ * @returns {number}
  */
-export function detectConnectionSpeed(nav = globalThis.navigator) {
+export function detectConnectionSpeed(nav = /** @type {any} */ (globalThis.navigator)) {
   // 1. Network Information API (Chrome, Edge): downlink in Mbps
   if (nav?.connection?.downlink) {
     return nav.connection.downlink;
   }
   // 2. effectiveType, mapped to Mbps
   if (nav?.connection?.effectiveType) {
+    /** @type {Record<string, number>} */
     const speedMap = { "slow-2g": 0.5, "2g": 1, "3g": 3, "4g": 10 };
     return speedMap[nav.connection.effectiveType] || 5;
   }
@@ -22,6 +26,7 @@ export function detectConnectionSpeed(nav = globalThis.navigator) {
   return 4;
 }
 
+/** @param {number} size */
 function randomBytes(size) {
   const buf = new Uint8Array(size);
   for (let off = 0; off < size; off += 65536) {
@@ -34,6 +39,7 @@ function randomBytes(size) {
 // Retry-After when busy (another tab, or the check started on load): wait and try again.
 const BUSY_RETRIES = 8;
 
+/** @param {number} bytes */
 async function uploadOnce(bytes) {
   const body = randomBytes(bytes);
   for (let attempt = 0; ; attempt++) {
@@ -55,6 +61,10 @@ async function uploadOnce(bytes) {
   }
 }
 
+/**
+ * @param {Response} resp
+ * @param {number} t0
+ */
 async function measured(resp, t0) {
   const server = await resp.json();
   const seconds = (performance.now() - t0) / 1000;
@@ -80,6 +90,11 @@ export async function measureUploadSpeed({ maxBytes = 8 * 1024 * 1024 } = {}) {
 }
 
 /** The largest preset whose bitrate fits in 70 % of `mbps`, with the reason in words. */
+/**
+ * @param {number} mbps
+ * @param {string} [source]
+ * @returns {{preset: string, reason: string}}
+ */
 export function recommendPreset(mbps, source = "upload") {
   const budget = mbps * 0.7;
   let best = null;
@@ -105,13 +120,13 @@ export function recommendPreset(mbps, source = "upload") {
 /** Both measurements and a recommendation (the upload measurement wins when it works). */
 export async function checkConnectionSpeed() {
   const networkInfo = detectConnectionSpeed();
-  const hasApi = Boolean(globalThis.navigator?.connection);
+  const hasApi = Boolean(/** @type {any} */ (globalThis.navigator)?.connection);
   let upload = null;
   let error = null;
   try {
     upload = await measureUploadSpeed();
   } catch (err) {
-    error = err.message || String(err);
+    error = err instanceof Error ? err.message : String(err);
   }
   const rec = upload
     ? recommendPreset(upload.mbps, "measured upload to this server")

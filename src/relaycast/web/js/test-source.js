@@ -1,3 +1,4 @@
+// @ts-check
 // A synthetic camera + microphone for tests and demos: no devices needed.
 //
 // Video: moving shapes, a clock and a frame counter over coarse random noise, so the
@@ -8,7 +9,11 @@
 
 import { drawTimecode } from "./timecode.js";
 
-/** xorshift32: cheap noise without allocating per pixel. */
+/**
+ * xorshift32: cheap noise without allocating per pixel.
+ * @param {number} [seed]
+ * @returns {() => number}
+ */
 function makeRng(seed = 0x9e3779b9) {
   let x = seed >>> 0 || 1;
   return () => {
@@ -20,8 +25,19 @@ function makeRng(seed = 0x9e3779b9) {
 }
 
 /**
- * @param {{width:number, height:number, fps:number, audio?:boolean, clock?: () => number}} options
- * @returns {{stream: MediaStream, canvas: HTMLCanvasElement, resize: Function, stop: () => void}}
+ * @param {HTMLCanvasElement} canvas
+ * @param {CanvasRenderingContext2DSettings} [settings]
+ * @returns {CanvasRenderingContext2D}
+ */
+function context2d(canvas, settings) {
+  const ctx = canvas.getContext("2d", settings);
+  if (!ctx) throw new Error("no 2D canvas for the test pattern");
+  return ctx;
+}
+
+/**
+ * @param {{width?: number, height?: number, fps?: number, audio?: boolean, clock?: () => number}} [options]
+ * @returns {{stream: MediaStream, canvas: HTMLCanvasElement, resize: (w: number, h: number, fps?: number) => void, stop: () => void}}
  */
 export function createTestSource({
   width = 1280,
@@ -31,14 +47,20 @@ export function createTestSource({
   clock = () => Date.now(),
 } = {}) {
   const canvas = document.createElement("canvas");
-  const ctx = canvas.getContext("2d", { alpha: false });
+  const ctx = context2d(canvas, { alpha: false });
   const noise = document.createElement("canvas");
-  const nctx = noise.getContext("2d");
+  const nctx = context2d(noise);
+  /** @type {ImageData} */
   let img;
+  /** @type {Uint32Array} */
   let px;
   const rand = makeRng();
 
   // Noise is drawn from a small tile scaled up (blocks of ~8 px): cheap to make, hard to encode.
+  /**
+   * @param {number} w
+   * @param {number} h
+   */
   function setSize(w, h) {
     width = w;
     height = h;
@@ -89,9 +111,11 @@ export function createTestSource({
   let timer = setInterval(draw, 1000 / fps);
   const stream = canvas.captureStream(fps);
 
+  /** @type {AudioContext | null} */
   let audioCtx = null;
   if (audio && typeof AudioContext !== "undefined") {
-    audioCtx = new AudioContext();
+    const actx = new AudioContext();
+    audioCtx = actx;
     const osc = audioCtx.createOscillator();
     osc.frequency.value = 440;
     const gain = audioCtx.createGain();
@@ -101,12 +125,12 @@ export function createTestSource({
     osc.start();
     // A beep each second makes audio/video sync visible.
     const beep = setInterval(() => {
-      const now = audioCtx.currentTime;
+      const now = actx.currentTime;
       osc.frequency.setValueAtTime(880, now);
       osc.frequency.setValueAtTime(440, now + 0.1);
     }, 1000);
     audioCtx.addEventListener("statechange", () => {
-      if (audioCtx.state === "closed") clearInterval(beep);
+      if (actx.state === "closed") clearInterval(beep);
     });
     audioCtx.resume().catch(() => {});
     for (const track of dest.stream.getAudioTracks()) stream.addTrack(track);

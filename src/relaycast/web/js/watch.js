@@ -1,3 +1,4 @@
+// @ts-check
 // The viewer page: WHEP in, play at once (muted autoplay, visible unmute), wait for the
 // streamer, reconnect by itself, adapt the playout buffer to the link, show the numbers.
 //
