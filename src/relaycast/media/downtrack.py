@@ -9,6 +9,11 @@ Rewrites (RFC 3550 §5.1, RFC 7160 for clock continuity): SSRC, payload type, se
 timestamp and header-extension ids; starts on a keyframe; answers the viewer's NACKs from the
 Forwarder's cache (RFC 4588 RTX when negotiated); sends sender reports mapped from the
 publisher's so that audio and video stay in sync (RFC 3550 §6.4.1).
+
+With a slot in the Forwarder's native kernel (relaycast/native) the rewriting and sending of
+live packets, of the fast-start replay and of NACK answers happen in C; the decisions (state,
+offsets, which NACKed packets within the budget) stay here, and :meth:`DownTrack.send` and the
+Python half of :meth:`DownTrack.on_nack` remain the reference the kernel is tested against.
 """
 
 from __future__ import annotations
