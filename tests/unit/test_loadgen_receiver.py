@@ -100,9 +100,9 @@ class Reference:
 class Native:
     """One slot of a C Receiver, fed datagram by datagram (no socket)."""
 
-    def __init__(self, rx: SrtpContext, codec: str = "vp8", *, builtin_crc: bool = False):
+    def __init__(self, rx: SrtpContext, codec: str = "vp8", *, crc: str = "auto"):
         self.rx = rx
-        self.receiver = native_receiver.new_receiver(builtin_crc=builtin_crc)
+        self.receiver = native_receiver.new_receiver(crc=crc)
         self.slot = self.receiver.add(
             -1, native_receiver.srtp_context_address(rx._rx), native_receiver.CODECS[codec], KINDS
         )
@@ -249,10 +249,10 @@ def stream(
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-@pytest.mark.parametrize("builtin_crc", [False, True])
-def test_same_logs_as_the_python_reference(profile: str, builtin_crc: bool) -> None:
+@pytest.mark.parametrize("crc", ["builtin", "zlib"])
+def test_same_logs_as_the_python_reference(profile: str, crc: str) -> None:
     rx_ref, rx_nat, items = stream(profile, seed=7)
-    ref, nat = Reference(rx_ref), Native(rx_nat, builtin_crc=builtin_crc)
+    ref, nat = Reference(rx_ref), Native(rx_nat, crc=crc)
     t = time.time_ns()
     for k, data in enumerate(items):
         ref.feed(data, t + k * 1000)
@@ -298,11 +298,23 @@ def test_keyframe_detection_matches_python(codec: str, payload: bytes) -> None:
     )
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(data=st.binary(max_size=3000))
-def test_builtin_crc32_is_zlibs(data: bytes) -> None:
-    assert native_receiver._receiver.crc32(data) == zlib.crc32(data)
+@settings(max_examples=EXAMPLES * 3, deadline=None)
+@given(data=st.binary(max_size=3000), offset=st.integers(0, 15))
+def test_builtin_crc32_is_zlibs(data: bytes, offset: int) -> None:
+    """Both built-in variants (carry-less multiplication, slicing-by-8), at every alignment."""
+    data = bytes(offset) + data
+    view = memoryview(data)[offset:]
+    expected = zlib.crc32(view)
+    assert native_receiver._receiver.crc32(view) == expected
+    assert native_receiver._receiver.crc32(view, True) == expected
     assert native_receiver.crc32_address() != 0  # libz is loadable on the test machines
+
+
+def test_builtin_crc32_every_length() -> None:
+    rng = random.Random(5)
+    for n in range(0, 400):
+        data = rng.randbytes(n)
+        assert native_receiver._receiver.crc32(data) == zlib.crc32(data), n
 
 
 # -- hostile datagrams -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ KIND_VIDEO: int
 KIND_AUDIO: int
 CODEC_VP8: int
 CODEC_H264: int
+HAVE_CLMUL: int
 
 _Drained = tuple[list[tuple[int, bytes]], list[tuple[int, int, int, int]], int]
 
@@ -26,4 +27,4 @@ class Receiver:
     def close(self) -> None: ...
 
 def keyframe_start(codec: int, payload: bytes, /) -> bool: ...
-def crc32(data: bytes, /) -> int: ...
+def crc32(data: bytes, table: bool = False, /) -> int: ...
