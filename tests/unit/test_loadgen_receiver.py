@@ -7,6 +7,7 @@ agree. scripts/asan_receiver.sh runs this file against an AddressSanitizer build
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -463,3 +464,47 @@ def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         native_receiver._receiver.Receiver(0)
     assert len(receiver) == 0
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.01])
+def test_receiver_set_on_an_event_loop(interval: float) -> None:
+    """ReceiverSet drains on the loop (timer or readable epoll set) and hands STUN / SRTCP back
+    to the slot's owner and NACKs to it, then stops reading a detached slot."""
+
+    class Owner:
+        def __init__(self) -> None:
+            self.datagrams: list[bytes] = []
+            self.nacks: list[tuple[int, int, int]] = []
+
+        def on_datagram(self, data: bytes) -> None:
+            self.datagrams.append(data)
+
+        def on_nack(self, ssrc: int, first: int, count: int) -> None:
+            self.nacks.append((ssrc, first, count))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        receivers = native_receiver.ReceiverSet(loop, interval=interval)
+        sender, _, rx = contexts("SRTP_AEAD_AES_128_GCM")
+        rx_sock, tx_sock = socket_pair()
+        owner = Owner()
+        slot = receivers.attach(owner, rx_sock.fileno(), rx._rx, "vp8", KINDS)
+        stun = b"\x01\x01\x00\x00" + bytes(16)
+        tx_sock.send(sender.protect(rtp(10, 0, VIDEO_SSRC, VIDEO_PT, b"\x10\x00abc")))
+        tx_sock.send(sender.protect(rtp(15, 0, VIDEO_SSRC, VIDEO_PT, b"\x00abc", marker=True)))
+        tx_sock.send(stun)
+        await asyncio.sleep(0.1)
+        assert owner.datagrams == [stun]
+        assert owner.nacks == [(VIDEO_SSRC, 11, 4)]
+        log = native_receiver.NativeLog(receivers.receiver, slot)
+        assert log.packets == 2 and log.first_key_ns > 0
+        receivers.detach(slot)
+        tx_sock.send(stun)
+        await asyncio.sleep(0.05)
+        assert owner.datagrams == [stun]
+        assert receivers.datagrams == 3
+        receivers.close()
+        rx_sock.close()
+        tx_sock.close()
+
+    asyncio.run(run())

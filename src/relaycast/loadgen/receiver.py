@@ -1,8 +1,9 @@
 """The bench viewers' native receive path and its Python face.
 
 A worker process has one :class:`ReceiverSet`: the C ``Receiver`` (``_receiver.c``) holding the
-sockets of all its viewers whose SRTP keys exist, registered on the asyncio loop as ONE
-descriptor (its epoll set). When it is readable, :meth:`ReceiverSet.drain` makes one call that,
+sockets of all its viewers whose SRTP keys exist in an epoll set of its own. Every
+``interval`` (10 ms by default; 0: whenever that epoll set is readable, as one descriptor on the
+asyncio loop) :meth:`ReceiverSet.drain` makes one call that,
 with the GIL released, reads every readable socket with ``recvmmsg`` (kernel receive times,
 ``SO_TIMESTAMPNS``), authenticates and decrypts each SRTP packet with libsrtp's
 ``srtp_unprotect`` (pylibsrtp's own, through its cffi function pointer: the same library and
@@ -10,6 +11,14 @@ context the Python path uses, both SRTP profiles relaycast negotiates, and its r
 keeps the logs of :class:`relaycast.loadgen.receive_log.ReceiveLog` in C. What is not SRTP
 (STUN, DTLS) and SRTCP comes back as bytes for the Python transport; NACK requests come back
 for the viewer to send.
+
+Draining on a timer rather than on every readable socket lets a few packets queue per socket
+(about 3 per 10 ms for a 2.5 Mbps viewer, more as video comes in frame bursts), so each
+``recvmmsg`` carries several datagrams: the cost per visit of a socket, not the per-packet
+work, is what a lightly loaded event-driven receiver pays most (``bench/receiver.py``,
+``--queue``). It costs the measurement nothing: arrival times are the kernel's stamps, taken
+when a datagram is queued, and the sockets' buffers hold far more than 10 ms. NACKs and
+answers to STUN and SRTCP leave up to one interval later.
 
 The Python path (``ClientTransport._readable`` + ``ReceiveLog``) stays the reference and the
 fallback: used when the extension is not built or ``RELAYCAST_LOADGEN_NATIVE=0``.
@@ -181,15 +190,28 @@ class NativeLog:
 class ReceiverSet:
     """One worker's C receiver on its asyncio loop, and who owns each slot."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, budget: int = 65536) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.01, budget: int = 65536
+    ) -> None:
         self.receiver = new_receiver()
         self.loop = loop
         self.budget = budget
+        self.interval = interval
         self.owners: list[SlotOwner | None] = []
         self.datagrams = 0
         self.drains = 0
         self._fd = self.receiver.fileno()
-        loop.add_reader(self._fd, self.drain)
+        self._timer: asyncio.TimerHandle | None = None
+        if interval > 0:
+            self._timer = loop.call_later(interval, self._tick)
+        else:
+            loop.add_reader(self._fd, self.drain)
+
+    def _tick(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._timer = self.loop.call_later(self.interval, self._tick)
 
     def attach(
         self, owner: SlotOwner, fd: int, srtp_session: object, codec: str, kinds: bytes
@@ -223,5 +245,9 @@ class ReceiverSet:
         return count
 
     def close(self) -> None:
-        self.loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        else:
+            self.loop.remove_reader(self._fd)
         self.receiver.close()
