@@ -193,7 +193,7 @@ class Recording:
         self._sink: FrameSink | None = None
         self._wait = wait
         self._tracks: dict[str, _TrackState] = {}
-        self._clocks: dict[int, PublisherClock] = {}
+        self._clocks: dict[RecordingTap, PublisherClock] = {}  # one per publisher
         self._pending_audio: deque[tuple[float, EncodedFrame]] = deque(maxlen=PENDING_AUDIO)
         self._origin = 0.0
         self._end = 0.0
@@ -263,7 +263,7 @@ class Recording:
             return None
         if state is not None:  # a new publisher or an encoder restart: the old track is done
             self._frames(state, state.assembler.flush())
-        clock = self._clocks.setdefault(id(tap), PublisherClock())
+        clock = self._clocks.setdefault(tap, PublisherClock())
         state = _TrackState(
             track,
             TrackAssembler(codec, track.kind, wait=self._wait),
