@@ -189,7 +189,7 @@ def measure(rig: Rig, queue: int, rounds: int, modes: list[str]) -> dict[str, li
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", default="50,200,500")
-    parser.add_argument("--queue", default="100,4", help="datagrams per socket per round")
+    parser.add_argument("--queue", default="100,16,4", help="datagrams per socket per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-us", type=float, default=3.0)
     parser.add_argument("--rcvbuf", type=int, default=1 << 20)

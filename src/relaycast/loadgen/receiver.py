@@ -2,7 +2,7 @@
 
 A worker process has one :class:`ReceiverSet`: the C ``Receiver`` (``_receiver.c``) holding the
 sockets of all its viewers whose SRTP keys exist in an epoll set of its own. Every
-``interval`` (10 ms by default; 0: whenever that epoll set is readable, as one descriptor on the
+``interval`` (20 ms by default; 0: whenever that epoll set is readable, as one descriptor on the
 asyncio loop) :meth:`ReceiverSet.drain` makes one call that,
 with the GIL released, reads every readable socket with ``recvmmsg`` (kernel receive times,
 ``SO_TIMESTAMPNS``), authenticates and decrypts each SRTP packet with libsrtp's
@@ -13,11 +13,11 @@ keeps the logs of :class:`relaycast.loadgen.receive_log.ReceiveLog` in C. What i
 for the viewer to send.
 
 Draining on a timer rather than on every readable socket lets a few packets queue per socket
-(about 3 per 10 ms for a 2.5 Mbps viewer, more as video comes in frame bursts), so each
+(about 6 per 20 ms for a 2.5 Mbps viewer, often more as video comes in frame bursts), so each
 ``recvmmsg`` carries several datagrams: the cost per visit of a socket, not the per-packet
 work, is what a lightly loaded event-driven receiver pays most (``bench/receiver.py``,
 ``--queue``). It costs the measurement nothing: arrival times are the kernel's stamps, taken
-when a datagram is queued, and the sockets' buffers hold far more than 10 ms. NACKs and
+when a datagram is queued, and the sockets' buffers hold far more than 20 ms. NACKs and
 answers to STUN and SRTCP leave up to one interval later.
 
 The Python path (``ClientTransport._readable`` + ``ReceiveLog``) stays the reference and the
@@ -191,7 +191,7 @@ class ReceiverSet:
     """One worker's C receiver on its asyncio loop, and who owns each slot."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.01, budget: int = 65536
+        self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.02, budget: int = 65536
     ) -> None:
         self.receiver = new_receiver()
         self.loop = loop
