@@ -110,7 +110,7 @@ MINIMAL_WHEP_PAGE = """<!doctype html>
 
 
 class _MinimalPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = MINIMAL_WHEP_PAGE.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -148,7 +148,9 @@ async def load(browser: Browser, url: str) -> dict[str, Any]:
         page: Page = await context.new_page()
         await page.add_init_script(PROBE_JS)
         await page.goto(url)
-        await page.wait_for_function("() => window.__ff && window.__ff.frame !== null", timeout=20_000)
+        await page.wait_for_function(
+            "() => window.__ff && window.__ff.frame !== null", timeout=20_000
+        )
         marks: dict[str, Any] = await page.evaluate(MILESTONES_JS)
         return marks
     finally:
@@ -187,7 +189,7 @@ async def test_first_frame_viewer_page_and_minimal_whep_page(
             "minimal WHEP page": f"{third_party_origin}/?whep={server.http}/whep/{STREAM}",
         }
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in pages}
-        for name, url in pages.items():  # warm-up: Chromium's first renderers are slow
+        for url in pages.values():  # warm-up: Chromium's first renderers are slow
             await load(browser, url)
         for i in range(LOADS):
             for name, url in pages.items():

@@ -222,8 +222,10 @@ function onSession(pc, stream) {
   rc.iceServers = runner.iceServers;
   rc.framesDecoded = 0;
   lastFrameAt = 0;
-  if (video.srcObject !== stream) video.srcObject = stream;
-  video.play().catch(() => {}); // muted autoplay is allowed; ignore if not yet
+  whenLoaded(() => {
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.play().catch(() => {}); // muted autoplay is allowed; ignore if not yet
+  });
   applyTarget();
   pc.addEventListener("track", () => applyTarget());
   startStats(pc);
@@ -236,6 +238,16 @@ function onSession(pc, stream) {
   if (!reader) {
     reader = new TimecodeReader(video, { now: serverNow, onDelay: onGlassToGlass });
   }
+}
+
+/**
+ * Run `fn` once the page's load event has fired: a <video> waiting for its first frame holds
+ * the load event back (and the tab's spinner turning) until the streamer is live.
+ * @param {() => void} fn
+ */
+function whenLoaded(fn) {
+  if (document.readyState === "complete") fn();
+  else window.addEventListener("load", fn, { once: true });
 }
 
 /**
