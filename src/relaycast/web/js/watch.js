@@ -222,7 +222,7 @@ function onSession(pc, stream) {
   rc.iceServers = runner.iceServers;
   rc.framesDecoded = 0;
   lastFrameAt = 0;
-  whenLoaded(() => {
+  whenLoadedOrFlowing(stream, () => {
     if (video.srcObject !== stream) video.srcObject = stream;
     video.play().catch(() => {}); // muted autoplay is allowed; ignore if not yet
   });
@@ -241,13 +241,24 @@ function onSession(pc, stream) {
 }
 
 /**
- * Run `fn` once the page's load event has fired: a <video> waiting for its first frame holds
- * the load event back (and the tab's spinner turning) until the streamer is live.
+ * Run `fn` once the page's load event has fired or media flows (a track of `stream` unmutes),
+ * whichever comes first: a <video> waiting for a streamer who is not live yet would hold the
+ * load event back (and the tab's spinner turning).
+ * @param {MediaStream} stream
  * @param {() => void} fn
  */
-function whenLoaded(fn) {
-  if (document.readyState === "complete") fn();
-  else window.addEventListener("load", fn, { once: true });
+function whenLoadedOrFlowing(stream, fn) {
+  if (document.readyState === "complete" || stream.getTracks().some((t) => !t.muted)) {
+    fn();
+    return;
+  }
+  let done = false;
+  const once = () => {
+    if (!done) fn();
+    done = true;
+  };
+  window.addEventListener("load", once, { once: true });
+  for (const track of stream.getTracks()) track.addEventListener("unmute", once, { once: true });
 }
 
 /**
