@@ -33,3 +33,51 @@ export function presetLabel(name) {
   const p = PRESETS[name];
   return `${name} · ${p.fps} fps · ${p.bitrate / 1e6} Mbit/s`;
 }
+
+/**
+ * One simulcast layer of the streamer page: its RID (RFC 8851), how much smaller than the
+ * top layer, and its share of the preset's bitrate.
+ * @typedef {{rid: string, scaleResolutionDownBy: number, share: number}} LayerSpec
+ */
+
+/**
+ * The three layers published for presets of SIMULCAST_MIN_HEIGHT and up: full, 1/2 and 1/4
+ * size; their bitrates sum to 1.3x the preset's (the top layer gets the preset's own).
+ * @type {readonly Readonly<LayerSpec>[]}
+ */
+export const SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: "f", scaleResolutionDownBy: 1, share: 1 }),
+  Object.freeze({ rid: "h", scaleResolutionDownBy: 2, share: 0.22 }),
+  Object.freeze({ rid: "q", scaleResolutionDownBy: 4, share: 0.08 }),
+]);
+export const SIMULCAST_MIN_HEIGHT = 720;
+
+/**
+ * Whether `preset` is published as three layers (when simulcast is on).
+ * @param {PresetValues} preset
+ * @returns {boolean}
+ */
+export function simulcastFits(preset) {
+  return preset.height >= SIMULCAST_MIN_HEIGHT;
+}
+
+/**
+ * The sender's encodings for `preset`: one, or the three simulcast layers (top first, so
+ * encodings[0] is always the top layer). `baseScale` shrinks every layer further (a capture
+ * larger than the preset).
+ * @param {PresetValues} preset
+ * @param {{simulcast?: boolean, baseScale?: number}} [options]
+ * @returns {RTCRtpEncodingParameters[]}
+ */
+export function presetEncodings(preset, { simulcast = false, baseScale = 1 } = {}) {
+  if (!simulcast) {
+    return [{ maxBitrate: preset.bitrate, maxFramerate: preset.fps, scaleResolutionDownBy: baseScale }];
+  }
+  return SIMULCAST_LAYERS.map((l) => ({
+    rid: l.rid,
+    active: true,
+    maxBitrate: Math.round(preset.bitrate * l.share),
+    maxFramerate: preset.fps,
+    scaleResolutionDownBy: baseScale * l.scaleResolutionDownBy,
+  }));
+}

@@ -4,6 +4,7 @@
 //
 // URL parameters (for kiosks and automation):
 //   ?key=SECRET&source=camera|screen|test&preset=360p|480p|720p|1080p&codec=vp8|h264|vp9|av1&autostart=1
+//   &simulcast=0|1 (three layers for presets of 720p and up; on by default, the switch is remembered)
 // The same parameters may come in the fragment instead (#key=SECRET&autostart=1: the one-click
 // URL `relaycast serve` prints; a fragment never reaches a server's logs); the fragment wins
 // and is then removed from the address bar. The key also comes from localStorage (per stream)
@@ -13,22 +14,38 @@
 // reads; window.detectConnectionSpeed() is the notes' function (fixed);
 // window.checkConnectionSpeed() adds the real upload measurement.
 // Test hooks: window.relaycast = {state, pc, error, preset, codec, attempts, stats, viewers,
-//   speed, applied, goLive(), stop(), setPreset(name), checkConnectionSpeed()}
+//   speed, applied, simulcast, goLive(), stop(), setPreset(name), setSimulcast(on),
+//   checkConnectionSpeed()}
+//
+// Simulcast: for presets of 720p and up the video goes out as three encodings, rids "f"
+// (full size, the preset's bitrate), "h" (1/2 size, 0.22x) and "q" (1/4 size, 0.08x), so the
+// server can give each viewer the layer its connection carries. A browser that refuses
+// several encodings, or a server that answers with one, gets one encoding, and the page says
+// so (relaycast.simulcast.note). Switching to a preset below 720p while live turns the two
+// smaller layers off (active: false); the number of encodings is fixed for the session.
 
 import { drawChart, formatBps, shortBps } from "./charts.js";
 import { measureClockOffset, serverNow } from "./clock.js";
 import { readPageConfig } from "./config.js";
 import { byId, setText } from "./dom.js";
 import { HttpError, errorMessage, sleep, streamNameFromPath } from "./http-util.js";
-import { CODECS, DEFAULT_PRESET, PRESETS, presetByName, presetLabel } from "./presets.js";
+import { CODECS, DEFAULT_PRESET, PRESETS, SIMULCAST_LAYERS, presetByName, presetEncodings, presetLabel, simulcastFits } from "./presets.js";
 import { SessionRunner } from "./session-runner.js";
 import { checkConnectionSpeed, detectConnectionSpeed, measureUploadSpeed } from "./speedtest.js";
-import { RtpStatsSampler } from "./stats.js";
+import { RtpStatsSampler, layerCondition } from "./stats.js";
 import { createTestSource } from "./test-source.js";
-import { WhipClient } from "./whip-client.js";
+import { WhipClient, videoSender } from "./whip-client.js";
 
 /** @typedef {import("./presets.js").Preset} Preset */
 /** @typedef {import("./stats.js").RtpSample} RtpSample */
+/**
+ * @typedef {object} SimulcastState
+ * @property {boolean} enabled  the switch
+ * @property {number} wanted  encodings asked for by the session (1 or 3; 0 before going live)
+ * @property {number} layers  encodings the session sends (after the answer)
+ * @property {string[]} rids
+ * @property {string} note  why fewer layers than wanted ("" when none are missing)
+ */
 /** @typedef {"idle" | "connecting" | "live" | "error"} PublishState */
 /**
  * A capture: camera, screen or test pattern.
@@ -41,6 +58,7 @@ import { WhipClient } from "./whip-client.js";
  */
 
 const KEY_STORAGE = "relaycast.publishKey";
+const SIMULCAST_STORAGE = "relaycast.simulcast";
 const RETRY_MAX_MS = 10000;
 const VIEWERS_POLL_MS = 2000;
 const CHART_SPAN_S = 60;
@@ -83,6 +101,8 @@ const rc = {
   /** The STUN/TURN servers the next session will use. */
   /** @type {RTCIceServer[]} */
   iceServers: config.iceServers,
+  /** @type {SimulcastState} */
+  simulcast: { enabled: true, wanted: 0, layers: 0, rids: [], note: "" },
   /** What the last preset change set. */
   /** @type {{name: string, width?: number, height?: number, fps: number, maxBitrate: number, confirmed: boolean} | null} */
   applied: null,
@@ -90,6 +110,8 @@ const rc = {
   stop: () => stop(),
   /** @param {string} name */
   setPreset: (name) => setPreset(name),
+  /** @param {boolean} on */
+  setSimulcast: (on) => setSimulcast(on),
   checkConnectionSpeed: () => runSpeedCheck(),
 };
 win.relaycast = rc;
@@ -101,6 +123,10 @@ const els = {
   mic: byId("mic", HTMLSelectElement),
   preset: byId("preset", HTMLSelectElement),
   codec: byId("codec", HTMLSelectElement),
+  simulcast: byId("simulcast", HTMLInputElement),
+  simulcastHint: byId("simulcast-hint"),
+  layers: byId("layers", HTMLTableElement),
+  layersBody: byId("layers-body"),
   go: byId("go", HTMLButtonElement),
   stop: byId("stop", HTMLButtonElement),
   previewButton: byId("preview-button", HTMLButtonElement),
@@ -132,12 +158,20 @@ const runner = new SessionRunner({
   iceServers: config.iceServers,
   createClient: (iceServers) => {
     if (!media || !rc.preset) throw new Error("no source to publish");
+    const preset = rc.preset;
+    const simulcast = rc.simulcast.enabled && simulcastFits(preset);
+    const encodings = presetEncodings(preset, { simulcast, baseScale: baseScale(preset, captureSize(preset)) });
+    rc.simulcast.wanted = encodings.length;
+    rc.simulcast.layers = 0;
+    rc.simulcast.rids = [];
+    rc.simulcast.note = "";
     return new WhipClient(`/whip/${encodeURIComponent(streamName)}`, media.stream, {
       token: els.key.value.trim(),
       iceServers,
       videoCodec: rc.codec || "",
-      maxBitrate: rc.preset.bitrate,
-      maxFramerate: rc.preset.fps,
+      maxBitrate: preset.bitrate,
+      maxFramerate: preset.fps,
+      encodings,
     });
   },
   open: (client) => client.publish(),
@@ -148,7 +182,7 @@ const runner = new SessionRunner({
     rc.attempts = attempt;
     setState("connecting", attempt ? "Reconnecting…" : "Connecting to the server…");
   },
-  onSession: (pc, client) => onSession(pc, client.token),
+  onSession: (pc, client) => onSession(pc, client),
   onConnectionState: (pc, state) => onConnectionState(pc, state),
   onRetry: ({ reason, error, delayMs, attempt }) => {
     rc.attempts = attempt + 1;
@@ -198,9 +232,10 @@ function setState(state, message) {
   els.liveBadge.hidden = state !== "live";
   if (message !== undefined) els.status.textContent = message;
   const busy = state === "connecting" || state === "live";
-  for (const el of [els.key, els.source, els.mic, els.codec, els.go, els.previewButton]) el.disabled = busy;
+  for (const el of [els.key, els.source, els.mic, els.codec, els.simulcast, els.go, els.previewButton]) el.disabled = busy;
   els.preset.disabled = state === "connecting";
   els.stop.disabled = !busy && !wantLive;
+  showSimulcastHint();
 }
 
 function setupForm() {
@@ -217,8 +252,15 @@ function setupForm() {
   els.preset.value = PRESETS[wanted] ? wanted : DEFAULT_PRESET;
   els.preset.addEventListener("change", () => {
     presetTouched = true;
+    showSimulcastHint();
     if (rc.state === "live") setPreset(els.preset.value);
   });
+
+  const wantSimulcast = params.get("simulcast") ?? localStorage.getItem(SIMULCAST_STORAGE) ?? "1";
+  rc.simulcast.enabled = wantSimulcast !== "0";
+  els.simulcast.checked = rc.simulcast.enabled;
+  els.simulcast.addEventListener("change", () => setSimulcast(els.simulcast.checked));
+  showSimulcastHint();
 
   const supported = new Set(
     (RTCRtpSender.getCapabilities?.("video")?.codecs ?? []).map((c) => c.mimeType.toLowerCase()),
@@ -386,28 +428,82 @@ function captureSize(preset) {
   return { width: s.width || preset.width, height: s.height || preset.height };
 }
 
-/** The sender's encoding parameters for `preset` on a capture of `size`. */
 /**
+ * How much the capture is shrunk to the preset's size (1 when it is not larger).
+ * @param {Preset} preset
+ * @param {{width: number, height: number} | null} size
+ * @returns {number}
+ */
+function baseScale(preset, size) {
+  return size && size.height > preset.height ? size.height / preset.height : 1;
+}
+
+/**
+ * The sender's encoding parameters for `preset` on a capture of `size`: the top encoding as
+ * the preset says; with simulcast the smaller layers follow (on at 720p and up, else off).
+ * Returns the size the top encoding sends.
  * @param {RTCPeerConnection | null} pc
  * @param {Preset} preset
  * @param {{width: number, height: number} | null} size
  * @returns {Promise<{width: number, height: number} | null>}
  */
 async function applyEncoding(pc, preset, size) {
-  const sender = pc?.getSenders().find((s) => s.track?.kind === "video");
+  const sender = pc ? videoSender(pc) : undefined;
   if (!sender) return null;
-  const scale = size && size.height > preset.height ? size.height / preset.height : 1;
+  const scale = baseScale(preset, size);
   const p = sender.getParameters();
   if (!p.encodings || !p.encodings.length) p.encodings = [{}];
-  p.encodings[0].maxBitrate = preset.bitrate;
-  p.encodings[0].maxFramerate = preset.fps;
-  p.encodings[0].scaleResolutionDownBy = scale;
+  const simulcast = p.encodings.length > 1;
+  const layers = presetEncodings(preset, { simulcast, baseScale: scale });
+  const on = simulcastFits(preset);
+  p.encodings.forEach((enc, i) => {
+    const want = (simulcast && layers.find((l) => l.rid === enc.rid)) || layers[Math.min(i, layers.length - 1)];
+    enc.maxFramerate = want.maxFramerate;
+    enc.scaleResolutionDownBy = want.scaleResolutionDownBy;
+    // below 720p only the top layer stays, with the preset's whole bitrate
+    enc.maxBitrate = simulcast && !on && i === 0 ? preset.bitrate : want.maxBitrate;
+    if (simulcast) enc.active = i === 0 || on;
+  });
   p.degradationPreference = "maintain-resolution";
   await sender.setParameters(p);
   return {
     width: Math.round((size?.width ?? preset.width) / scale),
     height: Math.round((size?.height ?? preset.height) / scale),
   };
+}
+
+/**
+ * Turn simulcast on or off for the next session (remembered in this browser).
+ * @param {boolean} on
+ */
+function setSimulcast(on) {
+  rc.simulcast.enabled = Boolean(on);
+  els.simulcast.checked = rc.simulcast.enabled;
+  localStorage.setItem(SIMULCAST_STORAGE, rc.simulcast.enabled ? "1" : "0");
+  showSimulcastHint();
+  return rc.simulcast.enabled;
+}
+
+/** What the switch means for the chosen preset, or what the session does. */
+function showSimulcastHint() {
+  const sc = rc.simulcast;
+  const preset = presetByName(els.preset.value);
+  let text;
+  if (sc.layers && (rc.state === "live" || rc.state === "connecting")) {
+    text = sc.layers > 1 ? `sending ${sc.layers} layers (${sc.rids.join(", ")})` : "sending one encoding";
+    if (sc.note) text += ` — ${sc.note}`;
+  } else if (!sc.enabled) {
+    text = "off: one encoding; every viewer gets the same quality";
+  } else if (!simulcastFits(preset)) {
+    text = "one encoding below 720p";
+  } else {
+    const sizes = SIMULCAST_LAYERS.map(
+      (l) => `${Math.round(preset.width / l.scaleResolutionDownBy)}×${Math.round(preset.height / l.scaleResolutionDownBy)}`,
+    );
+    const total = SIMULCAST_LAYERS.reduce((a, l) => a + preset.bitrate * l.share, 0);
+    text = `3 layers (${sizes.join(", ")}), ${formatBps(total)} in all: each viewer gets the one that fits`;
+  }
+  els.simulcastHint.textContent = text;
 }
 
 /**
@@ -553,9 +649,15 @@ function refusal(err) {
 /**
  * A session was answered (201): remember the key, expose the connection, start the numbers.
  * @param {RTCPeerConnection} pc
- * @param {string} key
+ * @param {WhipClient} client
  */
-async function onSession(pc, key) {
+async function onSession(pc, client) {
+  const key = client.token;
+  const encodings = videoSender(pc)?.getParameters().encodings ?? [];
+  rc.simulcast.layers = Math.max(1, encodings.length);
+  rc.simulcast.rids = encodings.map((e) => e.rid).filter((r) => typeof r === "string");
+  rc.simulcast.note = client.simulcastNote;
+  showSimulcastHint();
   if (key) {
     localStorage.setItem(keyStorage, key);
     els.key.removeAttribute("aria-invalid");
@@ -643,8 +745,67 @@ function showStats(s) {
   set("st-rtt", fmt.ms(r?.rtt ?? s.pair?.rtt));
   set("st-available", s.pair?.availableOutgoingBitrate ? formatBps(s.pair.availableOutgoingBitrate) : "—");
   set("st-codec", v?.codec ? v.codec.replace("video/", "") : "—");
-  set("st-limit", v?.qualityLimitationReason ?? "—");
+  set("st-limit", limitText(s));
   set("st-audio", s.audio ? `${fmt.num(s.audio.packets)} pkts · ${(s.audio.bytes / 1024).toFixed(0)} KB` : "—");
+  showLayers(s);
+}
+
+/**
+ * "Limited by": the encoder's reason, and with simulcast which layers it dropped or limited.
+ * @param {RtpSample} s
+ * @returns {string}
+ */
+function limitText(s) {
+  if (!s.layers.length) return s.video?.qualityLimitationReason ?? "—";
+  const parts = [];
+  for (const l of s.layers) {
+    const c = layerCondition(l);
+    if (c.state === "dropped" || c.state === "limited") parts.push(`${l.rid}: ${c.text}`);
+  }
+  return parts.length ? parts.join(", ") : "none";
+}
+
+/**
+ * The simulcast layers: one row each (resolution, frame rate, bitrate, what the encoder does).
+ * @param {RtpSample} s
+ */
+function showLayers(s) {
+  const sc = rc.simulcast;
+  if (sc.wanted > 1 && sc.layers > 1 && s.videoStreams === 1 && !sc.note) {
+    // offered and answered, yet the browser encodes one stream (e.g. SVC for this codec)
+    sc.note = `the browser sends one stream for ${s.video?.codec?.replace("video/", "") || "this codec"}`;
+    showSimulcastHint();
+  }
+  const layers = s.layers;
+  let summary;
+  if (!sc.layers) summary = "—";
+  else if (layers.length > 1) {
+    const sending = layers.filter((l) => l.active && l.fps).length;
+    summary = `${sending} of ${layers.length} sending`;
+  } else summary = sc.note ? `one (${sc.note})` : "one encoding";
+  setText("st-simulcast", summary);
+  els.layers.hidden = layers.length < 2;
+  if (layers.length < 2) return;
+  const rows = layers.map((l) => {
+    const tr = document.createElement("tr");
+    const c = layerCondition(l);
+    tr.dataset.rid = l.rid;
+    tr.dataset.state = c.state;
+    const cells = [
+      l.rid,
+      l.width && l.height ? `${l.width} × ${l.height}` : "—",
+      l.fps != null ? `${Math.round(l.fps)} fps` : "0 fps",
+      l.kbps != null ? formatBps(l.kbps * 1000) : "—",
+      c.text,
+    ];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  els.layersBody.replaceChildren(...rows);
 }
 
 function drawStatsChart() {

@@ -26,11 +26,29 @@
  */
 
 /**
+ * One simulcast layer of an outbound video (an outbound-rtp entry with a `rid`).
+ * @typedef {object} LayerSample
+ * @property {string} rid
+ * @property {number | null} width
+ * @property {number | null} height
+ * @property {number | null} fps
+ * @property {number | null} kbps  since the previous sample
+ * @property {number} bytes
+ * @property {number | null} frames
+ * @property {string | null} qualityLimitationReason  none | cpu | bandwidth | other
+ * @property {boolean} active  the sender's encoding is on (RTCRtpEncodingParameters.active)
+ * @property {number | null} targetBitrate
+ * @property {string | null} encoderImplementation
+ */
+
+/**
  * @typedef {object} RtpSample
  * @property {KindSample | null} video
  * @property {KindSample | null} audio
  * @property {{fractionLost: number | null, packetsLost: number | null, rtt: number | null, jitter: number | null} | null} remote
  * @property {{availableOutgoingBitrate: number | null, rtt: number | null} | null} pair
+ * @property {LayerSample[]} layers  outbound video: one per rid (simulcast), top first; else empty
+ * @property {number} videoStreams  outbound: how many video RTP streams are sent (1 without simulcast)
  * @property {number} at  performance.now() of the sample
  */
 
@@ -55,7 +73,9 @@ export class RtpStatsSampler {
    */
   async sample() {
     /** @type {RtpSample} */
-    const out = { video: null, audio: null, remote: null, pair: null, at: performance.now() };
+    const out = { video: null, audio: null, remote: null, pair: null, layers: [], videoStreams: 0, at: performance.now() };
+    /** @type {{sample: KindSample, rid: string | null, active: boolean, encoder: string | null}[]} */
+    const videos = [];
     const report = await this.pc.getStats();
     /** @type {Map<string, string>} */
     const codecs = new Map();
@@ -101,7 +121,8 @@ export class RtpStatsSampler {
           }
         }
       }
-      out[kind] = {
+      /** @type {KindSample} */
+      const sample = {
         kbps,
         bytes,
         packets,
@@ -120,9 +141,69 @@ export class RtpStatsSampler {
         qualityLimitationReason: s.qualityLimitationReason ?? null,
         targetBitrate: s.targetBitrate ?? null,
       };
+      if (kind === "video" && !inbound) {
+        videos.push({ sample, rid: s.rid ?? null, active: s.active ?? true, encoder: s.encoderImplementation ?? null });
+      } else {
+        out[kind] = sample;
+      }
     });
+    if (videos.length) {
+      out.videoStreams = videos.length;
+      out.video = combineLayers(videos.map((v) => v.sample));
+      out.layers = videos
+        .filter((v) => v.rid != null)
+        .map((v) => ({
+          rid: /** @type {string} */ (v.rid),
+          width: v.sample.width,
+          height: v.sample.height,
+          fps: v.sample.fps,
+          kbps: v.sample.kbps,
+          bytes: v.sample.bytes,
+          frames: v.sample.frames,
+          qualityLimitationReason: v.sample.qualityLimitationReason,
+          active: v.active,
+          targetBitrate: v.sample.targetBitrate,
+          encoderImplementation: v.encoder,
+        }))
+        .sort((a, b) => (b.width ?? 0) * (b.height ?? 0) - (a.width ?? 0) * (a.height ?? 0) || a.rid.localeCompare(b.rid));
+    }
     return out;
   }
+}
+
+/**
+ * The outbound video as one: the largest layer being sent (resolution, frame rate, frames,
+ * codec, limitation) with the bytes, packets and bitrate of all layers summed (the upload).
+ * @param {KindSample[]} samples
+ * @returns {KindSample}
+ */
+export function combineLayers(samples) {
+  if (samples.length === 1) return samples[0];
+  const size = (/** @type {KindSample} */ v) => (v.fps ? 1 : 0) * 1e9 + (v.width ?? 0) * (v.height ?? 0);
+  const top = samples.reduce((a, b) => (size(b) > size(a) ? b : a));
+  const sum = (/** @type {(v: KindSample) => number | null} */ f) =>
+    samples.some((v) => f(v) != null) ? samples.reduce((acc, v) => acc + (f(v) ?? 0), 0) : null;
+  return {
+    ...top,
+    kbps: sum((v) => v.kbps),
+    bytes: sum((v) => v.bytes) ?? 0,
+    packets: sum((v) => v.packets) ?? 0,
+    targetBitrate: sum((v) => v.targetBitrate),
+  };
+}
+
+/**
+ * What the encoder does to each layer, in a few words: "sending", "limited by cpu",
+ * "dropped (bandwidth)", "off".
+ * @param {LayerSample} layer
+ * @returns {{state: "ok" | "limited" | "dropped" | "off", text: string}}
+ */
+export function layerCondition(layer) {
+  const why = layer.qualityLimitationReason && layer.qualityLimitationReason !== "none" ? layer.qualityLimitationReason : "";
+  if (!layer.active) return { state: "off", text: "off" };
+  if (!layer.fps) return { state: "dropped", text: why ? `dropped (${why})` : "dropped: 0 frames/s" };
+  if (why) return { state: "limited", text: `limited by ${why}` };
+  return { state: "ok", text: "sending" };
 }
 
 /**
