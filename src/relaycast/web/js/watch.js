@@ -20,8 +20,14 @@
 // applyAdaptiveBuffering(lossPercent, bufferMs) forces a target by hand and switches the
 // automatic mode off until the "automatic" switch is turned back on.
 //
+// Quality (simulcast): when the server has the WHEP layer extension (js/layers.js), the page
+// polls the session's layer resource every second while the session is up and shows a quality
+// menu: Auto and each layer by its height, the layer being received and the server's reason.
+// Choosing a layer pins it (POST {"mediaId": mid, "encodingId": rid}); Auto sends {}. A server
+// without the extension (404): no menu.
+//
 // Test hooks: window.relaycast = {state, pc, stats, framesDecoded, buffer, glassToGlass,
-//   setBufferTarget(ms), setAutoBuffering(on)}
+//   layers, setBufferTarget(ms), setAutoBuffering(on), setLayer(rid | null)}
 //   state: connecting | waiting | live | reconnecting | error
 
 import { formatBps } from "./charts.js";
@@ -29,6 +35,7 @@ import { measureClockOffset, serverNow } from "./clock.js";
 import { readPageConfig } from "./config.js";
 import { byId, setText } from "./dom.js";
 import { HttpError, errorMessage, streamNameFromPath } from "./http-util.js";
+import { LayerControl, layerLabel } from "./layers.js";
 import { SessionRunner, defaultRetryable } from "./session-runner.js";
 import { RtpStatsSampler } from "./stats.js";
 import { TimecodeReader } from "./timecode.js";
@@ -36,6 +43,15 @@ import { WhepClient } from "./whep-client.js";
 
 /** @typedef {import("./stats.js").RtpSample} RtpSample */
 /** @typedef {"connecting" | "waiting" | "live" | "reconnecting" | "error"} WatchState */
+/** @typedef {import("./layers.js").LayerStatus} LayerStatus */
+/**
+ * @typedef {object} LayersState
+ * @property {boolean} available  the server has the layer extension and the stream layers
+ * @property {string | null} url  the session's layer resource
+ * @property {LayerStatus | null} status  the last GET
+ * @property {string} error
+ * @property {number} polls
+ */
 /** @typedef {{name: string, ms: number, loss: number, jitter: number}} BufferLevel */
 /**
  * @typedef {object} BufferState
@@ -84,6 +100,13 @@ const els = {
   target: byId("buffer-target"),
   reason: byId("buffer-reason"),
   liveDot: byId("live-dot"),
+  quality: byId("quality", HTMLSelectElement),
+  qualityCard: byId("quality-card"),
+  qualityMode: byId("quality-mode"),
+  qualityCurrent: byId("quality-current"),
+  qualityReason: byId("quality-reason"),
+  qualityButtons: byId("quality-buttons"),
+  ovLayer: byId("ov-layer"),
 };
 
 const rc = {
@@ -106,6 +129,13 @@ const rc = {
   /** From the test pattern's timecode. */
   /** @type {{lastMs: number, medianMs: number, reads: number, misses: number, at: number} | null} */
   glassToGlass: null,
+  /** @type {LayersState} */
+  layers: { available: false, url: null, status: null, error: "", polls: 0 },
+  /**
+   * Pin a layer by its rid; null returns to automatic.
+   * @param {string | null} rid
+   */
+  setLayer: (rid) => setLayer(rid),
   /** @param {number} ms */
   setBufferTarget: (ms) => setBufferTarget(ms),
   /** @param {boolean} on */
@@ -126,6 +156,9 @@ let upCount = 0;
 let downCount = 0;
 let clockSynced = false;
 let headStartTaken = false;
+/** @type {LayerControl | null} */
+let layerControl = null;
+let qualitySignature = "";
 
 /** @type {Record<WatchState, string>} */
 const MESSAGES = {
@@ -149,11 +182,15 @@ const runner = new SessionRunner({
   isRetryable: (err) => defaultRetryable(err) || (err instanceof HttpError && err.status === 404),
   maxDelayMs: RETRY_MAX_MS,
   onAttempt: ({ attempt }) => {
+    stopLayers();
     rc.pc = null;
     rc.attempts = attempt;
     if (attempt === 0) setState("connecting");
   },
-  onSession: (pc, client) => onSession(pc, client.stream),
+  onSession: (pc, client) => {
+    onSession(pc, client.stream);
+    startLayers(pc, client);
+  },
   onConnectionState: (pc, state) => onConnectionState(pc, state),
   onRetry: ({ reason, error, delayMs, attempt }) => {
     rc.attempts = attempt + 1;
@@ -412,6 +449,113 @@ function adaptBuffer(s) {
   }
 }
 
+// -- quality (simulcast layers) -------------------------------------------------------------
+
+/**
+ * Follow the session's layers (the WHEP layer extension), if the server has it.
+ * @param {RTCPeerConnection} pc
+ * @param {WhepClient} client
+ */
+function startLayers(pc, client) {
+  stopLayers();
+  const resource = client.layerResource();
+  if (!resource) return;
+  rc.layers.url = resource.url;
+  layerControl = new LayerControl({
+    url: resource.url,
+    announced: resource.announced,
+    mediaId: () => client.videoMid(),
+    token,
+    onUpdate: (control) => showLayers(control),
+    shouldPoll: () => rc.pc === pc && !document.hidden,
+  });
+  layerControl.start();
+}
+
+function stopLayers() {
+  layerControl?.stop();
+  layerControl = null;
+  rc.layers.available = false;
+  rc.layers.status = null;
+  hideLayers();
+}
+
+function hideLayers() {
+  els.quality.hidden = true;
+  els.qualityCard.hidden = true;
+  for (const e of document.querySelectorAll(".ov-layer")) if (e instanceof HTMLElement) e.hidden = true;
+}
+
+/**
+ * @param {string | null} rid
+ * @returns {Promise<boolean>}
+ */
+async function setLayer(rid) {
+  if (!layerControl || !rc.layers.available) return false;
+  return layerControl.pin(rid);
+}
+
+/** @param {LayerControl} control */
+function showLayers(control) {
+  if (control !== layerControl) return;
+  const st = control.status;
+  rc.layers.available = control.available === true && Boolean(st && st.layers.length);
+  rc.layers.status = st;
+  rc.layers.error = control.error;
+  rc.layers.polls = control.polls;
+  if (!rc.layers.available || !st) {
+    hideLayers();
+    return;
+  }
+  const byRid = new Map(st.layers.map((l) => [l.rid, l]));
+  const label = (/** @type {string | null} */ rid) => (rid ? layerLabel(byRid.get(rid) ?? { rid, width: null, height: null, fps: null, bitrate_bps: null, active: true }, st.layers) : "");
+  const current = st.current ? label(st.current) : "no video";
+  const switching = st.target && st.target !== st.current ? label(st.target) : "";
+  const chosen = st.mode === "pinned" ? (st.target ?? st.current) : null;
+
+  // the menu: rebuilt only when the layers change
+  const signature = JSON.stringify([st.layers.map((l) => [l.rid, label(l.rid), l.active]), st.mode, chosen, current]);
+  if (signature !== qualitySignature) {
+    qualitySignature = signature;
+    const auto = new Option(st.mode === "auto" ? `Auto · ${current}` : "Auto", "auto");
+    const options = [auto];
+    const buttons = [];
+    const autoButton = document.createElement("button");
+    autoButton.type = "button";
+    autoButton.textContent = "Auto";
+    autoButton.dataset.layer = "auto";
+    buttons.push(autoButton);
+    for (const l of st.layers) {
+      const text = label(l.rid) + (l.active ? "" : " (off)");
+      options.push(new Option(text, l.rid));
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = text;
+      b.dataset.layer = l.rid;
+      b.title = [l.width && l.height ? `${l.width}×${l.height}` : "", l.fps ? `${Math.round(l.fps)} fps` : "", l.bitrate_bps ? formatBps(l.bitrate_bps) : ""]
+        .filter(Boolean)
+        .join(" · ");
+      buttons.push(b);
+    }
+    els.quality.replaceChildren(...options);
+    els.qualityButtons.replaceChildren(...buttons);
+  }
+  const value = chosen ?? "auto";
+  if (document.activeElement !== els.quality) els.quality.value = value;
+  for (const b of els.qualityButtons.querySelectorAll("button")) {
+    b.setAttribute("aria-pressed", String(b.dataset.layer === value));
+  }
+
+  const estimate = st.estimate_bps != null ? `estimate ${formatBps(st.estimate_bps)}` : "";
+  els.qualityCurrent.textContent = switching ? `${current} → ${switching}` : current;
+  els.qualityMode.textContent = st.mode === "pinned" ? `pinned to ${label(chosen)}` : "auto";
+  els.qualityReason.textContent = [st.reason, estimate, control.error].filter(Boolean).join(" · ");
+  els.ovLayer.textContent = `${current}${st.mode === "pinned" ? " (pinned)" : " (auto)"}`;
+  els.quality.hidden = false;
+  els.qualityCard.hidden = false;
+  for (const e of document.querySelectorAll(".ov-layer")) if (e instanceof HTMLElement) e.hidden = false;
+}
+
 // -- glass-to-glass --------------------------------------------------------------------------
 
 /** @param {number} delayMs */
@@ -550,6 +694,16 @@ function setupControls() {
   video.addEventListener("dblclick", () => els.fullscreen.click());
 
   els.auto.addEventListener("change", () => setAutoBuffering(els.auto.checked));
+  els.quality.addEventListener("change", () => {
+    const v = els.quality.value;
+    setLayer(v === "auto" ? null : v);
+    els.quality.blur();
+  });
+  els.qualityButtons.addEventListener("click", (ev) => {
+    const b = ev.target instanceof HTMLElement ? ev.target.closest("button") : null;
+    if (!b || !b.dataset.layer) return;
+    setLayer(b.dataset.layer === "auto" ? null : b.dataset.layer);
+  });
   for (const btn of document.querySelectorAll("button[data-buffer]")) {
     if (!(btn instanceof HTMLElement)) continue;
     btn.addEventListener("click", () => {
@@ -564,6 +718,7 @@ video.addEventListener("playing", () => {
   if (rc.pc?.connectionState === "connected") setState("live");
 });
 window.addEventListener("pagehide", () => {
+  layerControl?.stop();
   runner.stop();
 });
 

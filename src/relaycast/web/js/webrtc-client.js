@@ -35,6 +35,9 @@ export class WebRtcClient {
     /** The servers announced by the answer's Link headers (empty when it had none). */
     /** @type {RTCIceServer[]} */
     this.linkedIceServers = [];
+    /** The 201's Link header(s), joined (null before the answer or without one). */
+    /** @type {string | null} */
+    this.linkHeader = null;
   }
 
   /**
@@ -75,7 +78,8 @@ export class WebRtcClient {
       const resp = await started.answer;
       this.resourceUrl = resolveLocation(resp, this.url);
       this.etag = resp.headers.get("ETag");
-      this.linkedIceServers = parseIceServerLinks(resp.headers.get("Link"));
+      this.linkHeader = resp.headers.get("Link");
+      this.linkedIceServers = parseIceServerLinks(this.linkHeader);
       if (this.linkedIceServers.length && !this.iceServers.length) {
         // The page had no servers (no config in the HTML): use the answer's for this session.
         try {

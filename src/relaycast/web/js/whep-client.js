@@ -2,6 +2,7 @@
 // WHEP client: receive a stream with one HTTP POST of a recvonly SDP offer.
 
 import { checkAnswer } from "./http-util.js";
+import { layerUrlFromLinks } from "./layers.js";
 import { WebRtcClient } from "./webrtc-client.js";
 
 /**
@@ -89,6 +90,28 @@ export class WhepClient extends WebRtcClient {
     pc.addEventListener("track", (ev) => {
       if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
     });
+  }
+
+  /**
+   * The session's layer resource (the WHEP layer extension): the URL the 201's Link
+   * rel="urn:ietf:params:whep:ext:core:layer" names, else `{session URL}/layer` (relaycast's);
+   * null before the answer.
+   * @returns {{url: string, announced: boolean} | null}
+   */
+  layerResource() {
+    if (!this.resourceUrl) return null;
+    const linked = layerUrlFromLinks(this.linkHeader, this.resourceUrl);
+    if (linked) return { url: linked, announced: true };
+    return { url: `${this.resourceUrl.replace(/\/+$/, "")}/layer`, announced: false };
+  }
+
+  /**
+   * The mid of the connection's video transceiver (the WHEP layer extension's mediaId).
+   * @returns {string | null}
+   */
+  videoMid() {
+    const t = this.pc?.getTransceivers().find((x) => x.receiver.track.kind === "video");
+    return t?.mid ?? null;
   }
 
   /**
