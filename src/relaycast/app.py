@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from relaycast.cluster.http import CLUSTER_KEY, add_cluster_routes
 from relaycast.config import Config, valid_stream_name
 from relaycast.http import api, whep, whip
 from relaycast.http.cors import cors_middleware, cors_on_prepare
@@ -75,6 +76,18 @@ def create_app(config: Config) -> web.Application:
         await server.stop()
 
     app.cleanup_ctx.append(media_plane)  # type: ignore[arg-type]
+    add_cluster_routes(app)
+    if config.cluster is not None:  # several machines (relaycast.cluster); redis-py only then
+        from relaycast.cluster.node import ClusterNode
+
+        cluster = app[CLUSTER_KEY] = ClusterNode(config, server)
+
+        async def cluster_node(app: web.Application) -> object:
+            await cluster.start()
+            yield
+            await cluster.stop()
+
+        app.cleanup_ctx.append(cluster_node)  # type: ignore[arg-type]
     return app
 
 

@@ -248,6 +248,31 @@ def add_serve_command(subparsers: Any) -> None:
         "(VP8/VP9/AV1 + Opus) or .mp4 (H.264 + Opus); [streams.NAME] record = false in the "
         "TOML file leaves a stream out",
     )
+    cluster = p.add_argument_group(
+        "cluster", "several machines sharing streams through a Redis registry (relaycast[cluster])"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="redis://HOST:PORT[/DB]",
+        help="join the cluster whose registry is this Redis; a viewer of a stream published "
+        "on another node is served from a pull of it",
+    )
+    cluster.add_argument(
+        "--node-url",
+        metavar="URL",
+        help="this node's base URL as the other nodes (and redirected viewers) reach it",
+    )
+    cluster.add_argument(
+        "--cluster-secret",
+        metavar="SECRET",
+        help="shared by every node: signs node-to-node requests and the registry records",
+    )
+    cluster.add_argument(
+        "--cluster-redirect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send a WHEP POST on to a less loaded node with 307 (default off)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     p.add_argument("--web-root", metavar="DIR", help="serve the pages from DIR instead")
     p.set_defaults(func=cmd_serve)

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,12 @@ class Config:
     # ``[streams.NAME] record = false`` in the TOML file says otherwise.
     record_dir: str | None = None
     record_streams: Mapping[str, bool] = field(default_factory=_empty_flags, hash=False)
+    # Cluster (relaycast.cluster): a Redis registry shared by the nodes, this node's URL as the
+    # others reach it, the secret that authenticates node-to-node traffic, 307 to idler nodes.
+    cluster: str | None = field(default=None, repr=False)  # the URL may carry a password
+    node_url: str | None = None
+    cluster_secret: str | None = field(default=None, repr=False)
+    cluster_redirect: bool = False
 
     def __post_init__(self) -> None:
         # Normalise containers so the object is truly immutable, whatever the caller passed.
@@ -188,6 +195,52 @@ class Config:
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
         self._check_internet_settings()
+        self._check_cluster_settings()
+
+    def _check_cluster_settings(self) -> None:
+        """``--cluster``, ``--node-url``, ``--cluster-secret``, ``--cluster-redirect``."""
+        if not isinstance(self.cluster_redirect, bool):
+            raise ConfigError(
+                f"{_spell('cluster_redirect')} must be true or false, got {self.cluster_redirect!r}"
+            )
+        if self.cluster is None:
+            for name in ("node_url", "cluster_secret"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{_spell(name)} only applies with --cluster redis://...")
+            if self.cluster_redirect:
+                raise ConfigError("--cluster-redirect only applies with --cluster redis://...")
+            return
+        if not isinstance(self.cluster, str) or not self.cluster.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"{_spell('cluster')} must be a Redis URL such as redis://10.0.0.5:6379/0 "
+                "(rediss:// for TLS, unix:///path/redis.sock)"
+            )
+        node = self.node_url
+        if not node:
+            raise ConfigError(
+                "--cluster needs --node-url (RELAYCAST_NODE_URL): the URL the other nodes and "
+                "redirected viewers reach this node at, e.g. http://10.0.0.2:8080"
+            )
+        parts = urllib.parse.urlsplit(node)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ConfigError(
+                f"{_spell('node_url')} must be http(s)://HOST[:PORT] with no path, got {node!r}"
+            )
+        object.__setattr__(self, "node_url", node.rstrip("/"))
+        secret = self.cluster_secret
+        if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+            raise ConfigError(
+                f"{_spell('cluster_secret')} must be at least 16 characters; make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
 
     def _check_internet_settings(self) -> None:
         """TLS, private streams and TURN credentials (issue 11)."""
@@ -485,6 +538,10 @@ _SCALARS: dict[str, Any] = {
     "token_secret": _as_str,
     "turn_secret": _as_str,
     "turn_ttl": _as_int,
+    "cluster": _as_str,
+    "node_url": _as_str,
+    "cluster_secret": _as_str,
+    "cluster_redirect": _as_bool,
 }
 _LISTS = ("public_ips", "ice_servers", "private_streams")
 
@@ -523,6 +580,10 @@ _FLAG_DESTS = {
     "token_secret": "token_secret",
     "turn_secret": "turn_secret",
     "turn_ttl": "turn_ttl",
+    "cluster": "cluster",
+    "node_url": "node_url",
+    "cluster_secret": "cluster_secret",
+    "cluster_redirect": "cluster_redirect",
 }
 # TOML keys accept the flag spelling and the field spelling.
 _TOML_KEYS = {
@@ -563,6 +624,10 @@ _ENV_VARS = {
     "RELAYCAST_TOKEN_SECRET": "token_secret",
     "RELAYCAST_TURN_SECRET": "turn_secret",
     "RELAYCAST_TURN_TTL": "turn_ttl",
+    "RELAYCAST_CLUSTER": "cluster",
+    "RELAYCAST_NODE_URL": "node_url",
+    "RELAYCAST_CLUSTER_SECRET": "cluster_secret",
+    "RELAYCAST_CLUSTER_REDIRECT": "cluster_redirect",
 }
 ENV_STREAM_KEY = "RELAYCAST_STREAM_KEY"
 ENV_CONFIG = "RELAYCAST_CONFIG"

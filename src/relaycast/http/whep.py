@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relaycast.cluster.http import CLUSTER_KEY, is_node_request, node_play
 from relaycast.http.limits import ADMISSION_KEY
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
@@ -32,12 +33,19 @@ async def post(request: web.Request) -> web.Response:
     """A new viewer: rate and capacity checked before the body is read, capacity again
     right before the session is made (other requests run while the body arrives)."""
     stream = require_stream_name(request.match_info["stream"])
+    cluster = request.app.get(CLUSTER_KEY)
+    if cluster is not None and is_node_request(request):  # another node pulls (cluster/http.py)
+        return await node_play(request, cluster, stream)
     admission = request.app[ADMISSION_KEY]
     client = admission.client(request)
     admission.take_token(client)
     require_viewer_token(request, media_server(request).config, stream)
     admission.check_viewer(stream, client)
     offer = await read_offer(request)
+    if cluster is not None:  # a stream published on another node: pull it (or redirect)
+        redirect = await cluster.before_play(request, stream)
+        if redirect is not None:
+            raise web.HTTPTemporaryRedirect(redirect)
     admission.check_viewer(stream, client)
     try:
         subscriber = media_server(request).play(stream, offer)

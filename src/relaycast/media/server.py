@@ -82,6 +82,9 @@ class MediaServer:
         self.sessions: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[float], None]] = []
+        #: called on the fast (20 ms) timer, and with each new publisher (relaycast.cluster)
+        self.on_fast_tick: list[Callable[[float], None]] = []
+        self.on_publish: list[Callable[[Publisher], None]] = []
         self._trim = _malloc_trim()
         self._trimmed = (0.0, 0)  # when, and sessions_closed then
         self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
@@ -165,6 +168,8 @@ class MediaServer:
         for stream in list(self.streams.values()):
             if stream.publisher is not None:
                 stream.publisher.poll_feedback(now)
+        for callback in self.on_fast_tick:
+            callback(now)
 
     def _slow_tick(self, now: float) -> None:
         timeout = self.config.consent_timeout
@@ -225,12 +230,14 @@ class MediaServer:
             self.recorder.attach(name, publisher)
         self.counters.sessions_created += 1
         log.info("publisher %s on %r", publisher.id[:6], name)
+        for callback in self.on_publish:
+            callback(publisher)
         return publisher
 
     def play(self, name: str, offer: SessionDescription) -> Subscriber:
         """WHEP: answer with the live codec, or every codec we forward when not live yet."""
         stream = self.streams.get(name)
-        source = stream.publisher.codecs() if stream and stream.publisher else None
+        source = stream.source_codecs() if stream else None
         negotiated = negotiate_play(offer, source)
         stream = self._stream(name)
         subscriber = Subscriber(self, stream, negotiated)
@@ -256,10 +263,12 @@ class MediaServer:
         streams: list[StreamSnapshot] = []
         for stream in self.streams.values():
             publisher = stream.publisher
-            codecs = publisher.codecs() if publisher is not None else {}
+            codecs = stream.source_codecs() or {}
             live_for = None
             if publisher is not None and publisher.connected_at is not None:
                 live_for = time.monotonic() - publisher.connected_at
+            elif stream.pull is not None and stream.pull.connected_at is not None:
+                live_for = time.monotonic() - stream.pull.connected_at
             connected = sum(1 for s in stream.subscribers if s.connected_at is not None)
             counters = stream.counters.as_dict()
             for subscriber in stream.subscribers:  # media the live sinks sent (MediaSink.fold)
@@ -298,6 +307,11 @@ class MediaServer:
         if session is None or session.role != role or session.stream.name != stream:
             return None
         return session
+
+    def release(self, stream: Stream) -> None:
+        """Drop ``stream`` if nothing uses it any more (after its pull ended)."""
+        if stream.empty and self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]
 
     def forget(self, session: Session) -> None:
         """Called once by a closing session (the end of the close cascade)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from relaycast.media.forwarder import Forwarder
 from relaycast.media.stats import StreamCounters
@@ -11,6 +11,16 @@ from relaycast.media.stats import StreamCounters
 if TYPE_CHECKING:
     from relaycast.media.publisher import Publisher
     from relaycast.media.subscriber import Subscriber
+    from relaycast.sdp import Codec
+
+
+class Upstream(Protocol):
+    """What feeds a Stream from another node instead of a local publisher (a cluster pull,
+    relaycast.cluster.pull.EdgePull): ``connected_at`` is set once its media flows."""
+
+    connected_at: float | None
+
+    def codecs(self) -> dict[str, Codec]: ...
 
 
 class Stream:
@@ -19,6 +29,8 @@ class Stream:
     def __init__(self, name: str) -> None:
         self.name = name
         self.publisher: Publisher | None = None
+        #: the pull from another node that feeds this stream here (relaycast.cluster)
+        self.pull: Upstream | None = None
         self.subscribers: set[Subscriber] = set()
         self.forwarders = {"audio": Forwarder("audio"), "video": Forwarder("video")}
         self.created = time.monotonic()
@@ -26,8 +38,18 @@ class Stream:
 
     @property
     def live(self) -> bool:
+        if self.publisher is None and self.pull is not None:
+            return self.pull.connected_at is not None
         return self.publisher is not None and self.publisher.connected_at is not None
+
+    def source_codecs(self) -> dict[str, Codec] | None:
+        """The codecs the stream's source sends (a local publisher, else a pull), if known."""
+        if self.publisher is not None:
+            return self.publisher.codecs()
+        if self.pull is not None:
+            return self.pull.codecs() or None
+        return None
 
     @property
     def empty(self) -> bool:
-        return self.publisher is None and not self.subscribers
+        return self.publisher is None and self.pull is None and not self.subscribers
