@@ -2,7 +2,9 @@
 // The home page: a live dashboard over server-sent events (GET /api/events).
 //
 // Per stream: live state, viewers, codecs, resolution, bitrate in and out, uptime, links,
-// and a chart of bitrate and viewers over the last minutes. Server totals: ingress/egress,
+// and a chart of bitrate and viewers over the last minutes; for a simulcast stream, how many
+// viewers get each layer (`layer_viewers` of /api/streams, the layers' sizes from
+// /api/streams/{stream}). Server totals: ingress/egress,
 // CPU and memory of the relaycast process, with a chart of the traffic.
 // Test hooks: window.relaycast = {streams, server, connected}
 
@@ -14,15 +16,20 @@ import { byId } from "./dom.js";
  * One stream as GET /api/streams and the `streams` event give it.
  * @typedef {{name: string, live: boolean, viewers?: number, viewers_connecting?: number,
  *   video_codec?: string | null, audio_codec?: string | null, resolution?: string | null,
- *   ingress_bps: number, egress_bps: number, uptime_s?: number | null}} StreamInfo
+ *   ingress_bps: number, egress_bps: number, uptime_s?: number | null,
+ *   layer_viewers?: Record<string, number> | null}} StreamInfo
  */
+/** @typedef {{rid: string, height: number | null}} LayerSize */
 /**
  * Server totals (GET /api/server, the `server` event).
  * @typedef {{time: number, live_streams: number, viewers: number, ingress_bps: number,
  *   egress_bps: number, cpu_percent: number, system_cpu_percent: number, cpu_count: number,
  *   memory_rss_bytes: number, system_memory_percent: number, uptime_s: number}} ServerInfo
  */
-/** @typedef {{el: HTMLElement, canvas: HTMLCanvasElement, fields: Record<string, HTMLElement>, state: HTMLElement}} Card */
+/**
+ * @typedef {{el: HTMLElement, canvas: HTMLCanvasElement, fields: Record<string, HTMLElement>, state: HTMLElement,
+ *   layers: HTMLElement, bar: HTMLElement, legend: HTMLElement}} Card
+ */
 
 const SPAN_S = 300; // the longest window shown; shorter while there is less history
 
@@ -43,6 +50,9 @@ const rc = {
   connected: false,
   /** @type {Record<string, Sample[]>} */
   history: {},
+  /** Viewers per layer per stream, as shown: name -> [{rid, label, viewers}] */
+  /** @type {Record<string, {rid: string, label: string, viewers: number}[]>} */
+  layerViewers: {},
 };
 /** @type {any} */ (window).relaycast = rc;
 
@@ -109,9 +119,16 @@ function card(name) {
     div.append(fields[key]);
     facts.append(div);
   }
+  const layers = el("div", "layer-dist");
+  layers.hidden = true;
+  layers.setAttribute("aria-label", "Viewers per layer");
+  const layersHead = el("div", "small muted", "Viewers per layer");
+  const bar = el("div", "layer-bar");
+  const legend = el("div", "layer-legend");
+  layers.append(layersHead, bar, legend);
   const canvas = el("canvas", "chart");
-  root.append(head, facts, canvas);
-  c = { el: root, canvas, fields, state };
+  root.append(head, facts, layers, canvas);
+  c = { el: root, canvas, fields, state, layers, bar, legend };
   cards.set(name, c);
   return c;
 }
@@ -143,9 +160,112 @@ function renderStreams(streams) {
     f.ingress.textContent = s.live ? formatBps(s.ingress_bps) : "—";
     f.egress.textContent = formatBps(s.egress_bps);
     f.uptime.textContent = s.uptime_s != null ? formatDuration(s.uptime_s) : "—";
+    renderLayerViewers(c, String(s.name), s.layer_viewers);
     container.append(c.el); // keeps order; moves existing nodes
   }
   drawStreamCharts();
+}
+
+// -- viewers per layer -----------------------------------------------------------------------
+
+const LAYER_COLORS = ["#58a6ff", "#2ea043", "#d29922", "#a371f7", "#db61a2"];
+const LAYER_SIZES_TTL_MS = 15_000;
+/** @type {Map<string, {at: number, sizes: LayerSize[], pending: boolean}>} name -> the stream's layers */
+const layerSizes = new Map();
+
+/**
+ * The stream's layers with their heights (GET /api/streams/{name}), fetched now and then.
+ * @param {string} name
+ * @returns {LayerSize[]}
+ */
+function sizesOf(name) {
+  let entry = layerSizes.get(name);
+  if (!entry) {
+    entry = { at: -Infinity, sizes: [], pending: false };
+    layerSizes.set(name, entry);
+  }
+  const e = entry;
+  if (!e.pending && performance.now() - e.at > LAYER_SIZES_TTL_MS) {
+    e.pending = true;
+    fetch(`/api/streams/${encodeURIComponent(name)}`, { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((info) => {
+        const list = info && Array.isArray(info.layers) ? info.layers : [];
+        e.sizes = list
+          .filter((/** @type {any} */ l) => l && typeof l.rid === "string")
+          .map((/** @type {any} */ l) => ({ rid: l.rid, height: typeof l.height === "number" ? l.height : null }));
+        e.at = performance.now();
+        const c = cards.get(name);
+        const s = rc.streams.find((x) => String(x.name) === name);
+        if (c && s) renderLayerViewers(c, name, s.layer_viewers);
+      })
+      .catch(() => {
+        e.at = performance.now();
+      })
+      .finally(() => {
+        e.pending = false;
+      });
+  }
+  return e.sizes;
+}
+
+/**
+ * Whether a layer key means "no layer" (video paused for those viewers).
+ * @param {string} rid
+ */
+function isPaused(rid) {
+  return rid === "" || rid === "none" || rid === "null" || rid === "paused";
+}
+
+/**
+ * The stacked bar and legend of one stream's viewers per layer (hidden without simulcast).
+ * @param {Card} c
+ * @param {string} name
+ * @param {Record<string, number> | null | undefined} counts
+ */
+function renderLayerViewers(c, name, counts) {
+  const entries = counts && typeof counts === "object" ? Object.entries(counts).filter(([, n]) => typeof n === "number") : [];
+  if (!entries.length) {
+    c.layers.hidden = true;
+    delete rc.layerViewers[name];
+    return;
+  }
+  const sizes = sizesOf(name);
+  const height = (/** @type {string} */ rid) => sizes.find((l) => l.rid === rid)?.height ?? null;
+  const fixed = ["f", "h", "q"];
+  const rank = (/** @type {string} */ rid) =>
+    isPaused(rid) ? 1e9 : height(rid) != null ? -(height(rid) ?? 0) : 1e6 + (fixed.includes(rid) ? fixed.indexOf(rid) : 10);
+  entries.sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+  const total = entries.reduce((acc, [, n]) => acc + n, 0);
+  const rows = entries.map(([rid, viewers]) => {
+    const h = height(rid);
+    const label = isPaused(rid) ? "video paused" : h ? `${h}p (${rid})` : rid;
+    return { rid, label, viewers };
+  });
+  rc.layerViewers[name] = rows;
+  /** @type {HTMLElement[]} */
+  const segments = [];
+  /** @type {HTMLElement[]} */
+  const legend = [];
+  rows.forEach((row, i) => {
+    const color = isPaused(row.rid) ? "#6e7681" : LAYER_COLORS[i % LAYER_COLORS.length];
+    if (row.viewers > 0 && total > 0) {
+      const seg = el("span");
+      seg.style.width = `${(100 * row.viewers) / total}%`;
+      seg.style.background = color;
+      seg.title = `${row.label}: ${row.viewers}`;
+      segments.push(seg);
+    }
+    const item = el("span", "layer-item");
+    item.dataset.rid = row.rid;
+    const dot = el("i");
+    dot.style.background = color;
+    item.append(dot, `${row.label}: ${row.viewers}`);
+    legend.push(item);
+  });
+  c.bar.replaceChildren(...segments);
+  c.legend.replaceChildren(...legend);
+  c.layers.hidden = false;
 }
 
 function drawStreamCharts() {
