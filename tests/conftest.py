@@ -123,6 +123,8 @@ class ServerFactory:
         ]
         for name, secret in keys.items():
             args += ["--stream-key", f"{name}={secret}"]
+        if "--workers" not in extra_args:  # one process unless a test asks for workers
+            args += ["--workers", "1"]
         args += list(extra_args)
 
         # settings come from the arguments only; RELAYCAST_NATIVE (which fan-out path) passes

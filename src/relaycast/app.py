@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -91,6 +92,19 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+class RunHooks(Protocol):
+    """What a worker of ``relaycast serve --workers N`` changes in :func:`run`
+    (``relaycast.workers.worker``): the TLS context the supervisor made (one certificate for
+    every worker), the app wired for steering and relaying before it starts, the HTTP port
+    shared with ``SO_REUSEPORT``, and more sites (the internal one)."""
+
+    tls: ServerTls | None
+
+    def prepare(self, app: web.Application) -> None: ...
+
+    def sites(self, runner: web.AppRunner) -> list[web.BaseSite]: ...
+
+
 def _reload_on_sighup(tls: ServerTls | None) -> Callable[[], None]:
     """Install a SIGHUP handler reloading the certificate files; returns its remover."""
     if tls is None:
@@ -108,23 +122,35 @@ def _reload_on_sighup(tls: ServerTls | None) -> Callable[[], None]:
     return remove
 
 
-async def run(config: Config, ready: Callable[[ServerInfo], None] | None = None) -> None:
+async def run(
+    config: Config,
+    ready: Callable[[ServerInfo], None] | None = None,
+    hooks: RunHooks | None = None,
+) -> None:
     """Serve until cancelled (SIGINT/SIGTERM are turned into cancellation by the CLI).
 
     With TLS configured the site serves HTTPS, and SIGHUP reloads the certificate and key
     files (:class:`relaycast.http.tls.ServerTls`).  A certificate that cannot be used raises
     :class:`relaycast.http.tls.TlsError` (a ConfigError) before anything listens.
     """
-    tls = server_tls(config)
+    tls = server_tls(config) if hooks is None else hooks.tls
     app = create_app(config)
+    if hooks is not None:
+        hooks.prepare(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
-        runner, config.host, config.port, ssl_context=tls.context if tls is not None else None
+        runner,
+        config.host,
+        config.port,
+        ssl_context=tls.context if tls is not None else None,
+        reuse_port=True if hooks is not None else None,
     )
     remove_sighup = _reload_on_sighup(tls)
     try:
         await site.start()
+        for extra in hooks.sites(runner) if hooks is not None else []:
+            await extra.start()
         addresses = [a for a in runner.addresses if isinstance(a, tuple)]
         http_port = int(addresses[0][1]) if addresses else config.port
         server = app[SERVER_KEY]

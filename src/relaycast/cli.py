@@ -248,6 +248,13 @@ def add_serve_command(subparsers: Any) -> None:
         "(VP8/VP9/AV1 + Opus) or .mp4 (H.264 + Opus); [streams.NAME] record = false in the "
         "TOML file leaves a stream out",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the HTTP and media ports, one stream's viewers spread "
+        "over all of them (default: one per core; 1 runs everything in this process)",
+    )
     cluster = p.add_argument_group(
         "cluster", "several machines sharing streams through a Redis registry (relaycast[cluster])"
     )
@@ -333,6 +340,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if config.worker_count > 1:
+        from relaycast.workers.supervisor import supervise
+
+        return supervise(config, _ready_printer(config))
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:

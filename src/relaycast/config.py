@@ -24,6 +24,7 @@ from typing import Any
 __all__ = [
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "MAX_WORKERS",
     "MIN_KEYFRAME_INTERVAL",
     "MIN_TOKEN_SECRET_BYTES",
     "STREAM_NAME_RE",
@@ -45,6 +46,9 @@ MIN_KEYFRAME_INTERVAL = 0.1
 #: Shortest ``token_secret``: an HS256 key shorter than the hash output (32 bytes) is weaker
 #: than the algorithm (RFC 7518 §3.2).
 MIN_TOKEN_SECRET_BYTES = 32
+#: Most worker processes: a worker's index is the first character of its ICE ufrags, one of
+#: the 64 ice-chars (RFC 8839 §5.4).
+MAX_WORKERS = 64
 #: Default lifetime of TURN REST credentials handed to clients (seconds).
 DEFAULT_TURN_TTL = 86400
 #: Whole-number settings that must be >= 1.
@@ -130,6 +134,8 @@ class Config:
     node_url: str | None = None
     cluster_secret: str | None = field(default=None, repr=False)
     cluster_redirect: bool = False
+    #: worker processes (relaycast.workers); None: one per core this process may run on
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         # Normalise containers so the object is truly immutable, whatever the caller passed.
@@ -196,6 +202,27 @@ class Config:
             )
         self._check_internet_settings()
         self._check_cluster_settings()
+        if self.workers is not None and (
+            isinstance(self.workers, bool)
+            or not isinstance(self.workers, int)
+            or not 1 <= self.workers <= MAX_WORKERS
+        ):
+            raise ConfigError(
+                f"{_spell('workers')} must be a whole number from 1 to {MAX_WORKERS}, "
+                f"got {self.workers!r}"
+            )
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes serve: ``workers``, else one per usable core (at most
+        :data:`MAX_WORKERS`)."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_WORKERS))
 
     def _check_cluster_settings(self) -> None:
         """``--cluster``, ``--node-url``, ``--cluster-secret``, ``--cluster-redirect``."""
@@ -542,6 +569,7 @@ _SCALARS: dict[str, Any] = {
     "node_url": _as_str,
     "cluster_secret": _as_str,
     "cluster_redirect": _as_bool,
+    "workers": _as_int,
 }
 _LISTS = ("public_ips", "ice_servers", "private_streams")
 
@@ -584,6 +612,7 @@ _FLAG_DESTS = {
     "node_url": "node_url",
     "cluster_secret": "cluster_secret",
     "cluster_redirect": "cluster_redirect",
+    "workers": "workers",
 }
 # TOML keys accept the flag spelling and the field spelling.
 _TOML_KEYS = {
@@ -628,6 +657,7 @@ _ENV_VARS = {
     "RELAYCAST_NODE_URL": "node_url",
     "RELAYCAST_CLUSTER_SECRET": "cluster_secret",
     "RELAYCAST_CLUSTER_REDIRECT": "cluster_redirect",
+    "RELAYCAST_WORKERS": "workers",
 }
 ENV_STREAM_KEY = "RELAYCAST_STREAM_KEY"
 ENV_CONFIG = "RELAYCAST_CONFIG"

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from relaycast import native
 from relaycast.config import Config
+from relaycast.media.forwarder import Forwarder
 from relaycast.media.publisher import Publisher
 from relaycast.media.recording import Recorder
 from relaycast.media.session import Session
@@ -90,6 +91,16 @@ class MediaServer:
         self.first_keyframe = DurationHistogram()  # WHEP POST -> first keyframe to the viewer
         self.handshake = DurationHistogram()  # session created -> DTLS connected
         self.recorder = Recorder(config) if config.record_dir else None
+        # -- set by a worker (relaycast/workers) before start; single process: as is --------
+        #: first characters of every session id (the worker's index)
+        self.session_prefix = ""
+        #: the media ports are shared with other workers (SO_REUSEPORT, no exclusivity probe);
+        #: every validated peer address then gets a connected socket (UdpMux.pin_addresses)
+        self.shared_ports = False
+        #: makes a Stream's Forwarders, ``(stream name, kind) -> Forwarder`` (the relay's)
+        self.forwarder_factory: Callable[[str, str], Forwarder] | None = None
+        #: called with a stream's name when a session of it is made or forgotten
+        self.stream_listeners: list[Callable[[str], None]] = []
 
     @property
     def mux(self) -> UdpMux:
@@ -101,7 +112,11 @@ class MediaServer:
 
     async def start(self) -> None:
         self._mux = await open_udp_mux(
-            self.config.media_bind_host(), self.config.udp_port, self.ice.on_stun, self.counters
+            self.config.media_bind_host(),
+            self.config.udp_port,
+            self.ice.on_stun,
+            self.counters,
+            shared=self.shared_ports,
         )
         self.ice.mux = self._mux
         assert self._mux.sock is not None
@@ -130,6 +145,7 @@ class MediaServer:
                 self.ice,
                 per_ip=2 * config.max_sessions_per_ip,
                 total=config.max_sessions,
+                reuse_port=self.shared_ports,
             )
         except OSError as exc:
             log.warning("no ICE-TCP: tcp/%d cannot be bound (%s)", self.udp_port, exc)
@@ -210,7 +226,7 @@ class MediaServer:
     def _stream(self, name: str) -> Stream:
         stream = self.streams.get(name)
         if stream is None:
-            stream = self.streams[name] = Stream(name)
+            stream = self.streams[name] = Stream(name, self.forwarder_factory)
         return stream
 
     def publish(self, name: str, offer: SessionDescription) -> Publisher:
@@ -232,6 +248,7 @@ class MediaServer:
         log.info("publisher %s on %r", publisher.id[:6], name)
         for callback in self.on_publish:
             callback(publisher)
+        self._stream_changed(name)
         return publisher
 
     def play(self, name: str, offer: SessionDescription) -> Subscriber:
@@ -247,7 +264,15 @@ class MediaServer:
         stream.subscribers.add(subscriber)
         self.sessions[subscriber.id] = subscriber
         self.counters.sessions_created += 1
+        self._stream_changed(name)
         return subscriber
+
+    def _stream_changed(self, name: str) -> None:
+        for listener in self.stream_listeners:
+            try:
+                listener(name)
+            except Exception:  # a listener must not break signalling
+                log.exception("stream listener failed")
 
     def egress_bytes(self) -> int:
         """UDP bytes sent: media, retransmissions, RTCP, STUN and DTLS."""
@@ -321,3 +346,4 @@ class MediaServer:
         stream = session.stream
         if stream.empty and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
+        self._stream_changed(stream.name)

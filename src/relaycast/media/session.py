@@ -31,7 +31,7 @@ class Session:
     role = "session"
 
     def __init__(self, server: MediaServer, stream: Stream, negotiated: Negotiated) -> None:
-        self.id = secrets.token_urlsafe(24)
+        self.id = server.session_prefix + secrets.token_urlsafe(24)
         self.server = server
         self.stream = stream
         self.negotiated = negotiated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from relaycast.media.forwarder import Forwarder
@@ -26,13 +27,15 @@ class Upstream(Protocol):
 class Stream:
     """Holds the Forwarders (one per kind) that outlive publishers."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, forwarder: Callable[[str, str], Forwarder] | None = None) -> None:
         self.name = name
         self.publisher: Publisher | None = None
         #: the pull from another node that feeds this stream here (relaycast.cluster)
         self.pull: Upstream | None = None
         self.subscribers: set[Subscriber] = set()
-        self.forwarders = {"audio": Forwarder("audio"), "video": Forwarder("video")}
+        #: ``forwarder(stream name, kind)`` makes the Forwarders (workers relay theirs)
+        make = forwarder or (lambda _name, kind: Forwarder(kind))
+        self.forwarders = {"audio": make(name, "audio"), "video": make(name, "video")}
         self.created = time.monotonic()
         self.counters = StreamCounters()
 

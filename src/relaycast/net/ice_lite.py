@@ -16,6 +16,7 @@ import enum
 import logging
 import secrets
 import string
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from relaycast.media.stats import ServerCounters
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ICE_CHARS = string.ascii_letters + string.digits + "+/"
+ICE_CHARS = string.ascii_letters + string.digits + "+/"
+_ICE_CHARS = ICE_CHARS
+UFRAG_LENGTH = 8
 
 
 def random_ice_string(length: int) -> str:
@@ -53,6 +56,16 @@ class IceLite:
         self.probes: dict[bytes, PeerTransport] = {}
         self.mux: UdpMux | None = None
         self.counters = counters if counters is not None else ServerCounters()
+        #: first characters of every ufrag this server makes (a worker's index, workers/)
+        self.ufrag_prefix = ""
+        #: called with (our ufrag, request, source) for a request naming no session here; True
+        #: when it took the request (it belongs to another worker: workers/steering.py)
+        self.foreign: Callable[[str, bytes, Address], bool] | None = None
+
+    def new_ufrag(self) -> str:
+        """A fresh local ufrag: the prefix, then random ice-chars (8 in all)."""
+        prefix = self.ufrag_prefix
+        return prefix + random_ice_string(UFRAG_LENGTH - len(prefix))
 
     def register(self, ufrag: str, peer: PeerTransport) -> None:
         self.by_ufrag[ufrag] = peer
@@ -90,6 +103,8 @@ class IceLite:
         local_ufrag = username.split(":", 1)[0]
         peer = self.by_ufrag.get(local_ufrag)
         if peer is None:
+            if self.foreign is not None and self.foreign(local_ufrag, data, addr):
+                return
             counters.stun_rejected += 1
             log.debug("stun from %s names unknown ufrag %r", addr, local_ufrag)
             return

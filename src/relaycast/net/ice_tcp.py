@@ -71,6 +71,12 @@ class FrameReader:
         """Bytes held of a frame not complete yet."""
         return len(self._buffer)
 
+    def take_pending(self) -> bytes:
+        """The bytes of a frame not complete yet, handed on (the reader is emptied)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     def feed(self, data: bytes) -> list[bytes]:
         """The frames ``data`` completes, in order. Raises :class:`FrameError` at the first
         length field that is 0 or over ``max_frame`` (the frames before it are lost too: the
@@ -167,6 +173,8 @@ class IceTcpConnection(asyncio.Protocol):
         key = self.key
         if first < 4:
             self.listener.ice.on_stun(data, key)
+            if self.closed:  # handed over to the worker that owns its ufrag (workers/)
+                return
             if not self.authenticated:
                 if key not in mux.by_address:  # not a Binding request that validated the path
                     self.drop("its first packet was not a valid STUN Binding request")
@@ -289,10 +297,17 @@ class IceTcpListener:
 
 
 async def open_ice_tcp(
-    host: str, port: int, mux: UdpMux, ice: IceLite, *, per_ip: int, total: int
+    host: str,
+    port: int,
+    mux: UdpMux,
+    ice: IceLite,
+    *,
+    per_ip: int,
+    total: int,
+    reuse_port: bool = False,
 ) -> IceTcpListener:
     """Listen on TCP ``port`` (the media port's number) on ``host`` (all interfaces when
-    empty). Raises OSError when the port is taken."""
+    empty). Raises OSError when the port is taken. ``reuse_port``: workers share it."""
     loop = asyncio.get_running_loop()
     listener = IceTcpListener(mux, ice, per_ip=per_ip, total=total)
     listener.server = await loop.create_server(
@@ -301,5 +316,6 @@ async def open_ice_tcp(
         port=port,
         family=socket.AF_INET6 if ":" in host else socket.AF_UNSPEC,
         backlog=128,
+        reuse_port=reuse_port or None,
     )
     return listener

@@ -84,7 +84,7 @@ class PeerTransport:
         self._on_rtcp = on_rtcp
         self._on_connected = on_connected
         self._on_closed = on_closed
-        self.local_ufrag = random_ice_string(8)
+        self.local_ufrag = ice.new_ufrag()
         self.local_pwd = random_ice_string(24)
         self._old_credentials: tuple[str, str] | None = None
         ice.register(self.local_ufrag, self)
@@ -203,7 +203,7 @@ class PeerTransport:
         if self._old_credentials is not None:
             self._ice.unregister(self._old_credentials[0], self)
         self._old_credentials = (self.local_ufrag, self.local_pwd)
-        self.local_ufrag = random_ice_string(8)
+        self.local_ufrag = self._ice.new_ufrag()
         self.local_pwd = random_ice_string(24)
         self._ice.register(self.local_ufrag, self)
         return self.local_ufrag, self.local_pwd

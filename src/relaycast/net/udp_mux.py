@@ -85,6 +85,10 @@ class UdpMux:
         #: the media socket has SO_REUSEPORT, so publishers can get a socket of their own
         self.reuse_port = False
         self.dedicated = 0  # dedicated sockets open
+        #: workers share the port: every validated UDP address gets a connected socket before
+        #: it is answered, so what it sends next reaches this process (workers/steering.py)
+        self.pin_addresses = False
+        self.pinned: dict[Address, socket.socket] = {}
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -169,12 +173,20 @@ class UdpMux:
                 self.counters.stun_address_conflicts += 1
                 return False
             owner.release(key)
+        if self.pin_addresses and key not in self.pinned and not is_tcp(key):
+            sock = self._connected_socket(key)
+            if sock is None:
+                return False  # another worker would get its packets: refuse the address
+            self.pinned[key] = sock
         self.by_address[key] = peer
         return True
 
     def unbind(self, addr: Address, peer: PeerTransport) -> None:
         if self.by_address.get(addr[:2]) is peer:
             del self.by_address[addr[:2]]
+            pinned = self.pinned.pop(addr[:2], None)
+            if pinned is not None:
+                self._close_socket(pinned)
             conn = self.tcp_paths.get(addr)
             if conn is not None:  # the session let go of its ICE-TCP path: close it
                 conn.close("its session let go of it")
@@ -208,8 +220,20 @@ class UdpMux:
         push the publisher's packets out of the kernel, and each socket gets its share of reads
         per event-loop turn. None where that is not possible (then all stays on one socket).
         """
+        if self.pin_addresses:  # it has one already (bind), closed with the address
+            return self.pinned.get(addr[:2])
+        if is_tcp(addr):
+            return None
+        sock = self._connected_socket(addr)
+        if sock is not None:
+            self.dedicated += 1
+        return sock
+
+    def _connected_socket(self, addr: Address) -> socket.socket | None:
+        """A socket bound to the media port (SO_REUSEPORT) and connected to ``addr``, read by
+        this mux; None where that is not possible."""
         main, loop = self.sock, self._loop
-        if main is None or loop is None or not self.reuse_port or is_tcp(addr):
+        if main is None or loop is None or not self.reuse_port:
             return None
         sock = _media_socket(main.family)
         try:
@@ -221,19 +245,27 @@ class UdpMux:
             sock.close()
             return None
         loop.add_reader(sock.fileno(), self.read_ready, sock)
-        self.dedicated += 1
         return sock
 
-    def release(self, sock: socket.socket) -> None:
-        """Close a socket :meth:`dedicate` made (idempotent)."""
+    def _close_socket(self, sock: socket.socket) -> None:
         if sock.fileno() < 0:
             return
         if self._loop is not None:
             self._loop.remove_reader(sock.fileno())
         sock.close()
+
+    def release(self, sock: socket.socket) -> None:
+        """Close a socket :meth:`dedicate` made (idempotent; a pinned one stays open until
+        its address is unbound)."""
+        if sock.fileno() < 0 or self.pin_addresses:
+            return
+        self._close_socket(sock)
         self.dedicated -= 1
 
     def close(self) -> None:
+        for pinned in self.pinned.values():
+            self._close_socket(pinned)
+        self.pinned.clear()
         sock, self.sock = self.sock, None
         if sock is None:
             return
@@ -248,8 +280,13 @@ async def open_udp_mux(
     port: int,
     on_stun: Callable[[bytes, Address], None],
     counters: ServerCounters | None = None,
+    *,
+    shared: bool = False,
 ) -> UdpMux:
     """Bind the media port (all interfaces when ``host`` is empty).
+
+    ``shared``: other workers of this server bind the same port (the supervisor checked it
+    was free); every address this mux validates then gets a connected socket of its own.
 
     We create the socket ourselves and keep it: reads use ``recvmsg`` for the kernel timestamp,
     and the fan-out calls ``sock.sendto`` directly, skipping asyncio's per-call bookkeeping.
@@ -258,7 +295,9 @@ async def open_udp_mux(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     address = (host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port)
     reuse_port = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
-    if reuse_port:
+    if shared and not reuse_port:
+        raise OSError(errno.EOPNOTSUPP, "workers need SO_REUSEPORT (Linux)")
+    if reuse_port and not shared:
         # SO_REUSEPORT would let a second server share the port silently: see that the port is
         # free first, as a plain bind would (EADDRINUSE), then bind for real.
         with _media_socket(family) as probe:
@@ -273,6 +312,7 @@ async def open_udp_mux(
     sock.bind(address)
     mux = UdpMux(on_stun, counters)
     mux.reuse_port = reuse_port
+    mux.pin_addresses = shared
     mux.start(sock, loop)
     return mux
 
