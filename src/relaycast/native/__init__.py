@@ -15,6 +15,11 @@ used when the extension did not build or ``RELAYCAST_NATIVE=0``.
 :meth:`NativeGroup.take` whenever someone reads them (``DownTrack`` and ``MediaSink``
 properties), so the hot path touches none of them in Python; ``replay`` and ``resend`` return
 the counts of their call.
+
+Transport-wide sequence numbers (TWCC to viewers): a slot whose owner has a ``transport_seq``
+(a :func:`new_sequencer`, one per viewer transport, shared by its audio and video slots) and
+whose layout has ``twcc_id`` gets every packet numbered by the kernel and its send time and
+size recorded in the Sequencer's ring (relaycast/media/bwe/history.py reads it).
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ import os
 import socket
 from collections.abc import Sequence
 
-__all__ = ["Counts", "Item", "NativeGroup", "Slot", "available", "describe", "enabled"]
+__all__ = [
+    "Counts",
+    "Item",
+    "NativeGroup",
+    "Slot",
+    "available",
+    "describe",
+    "enabled",
+    "new_sequencer",
+]
 
 #: one packet of a :meth:`NativeGroup.replay` / :meth:`NativeGroup.resend` list:
 #: (payload, source sequence number, source timestamp, marker, keyframe, extension block)
@@ -70,6 +84,13 @@ def describe() -> str:
     if _fanout is None:
         return f"Python (native kernel not available: {_IMPORT_ERROR})"
     return f"Python ({ENV}={os.environ.get(ENV, '')})"
+
+
+def new_sequencer(capacity: int, first: int) -> _fanout.Sequencer:
+    """A C Sequencer: transport-wide numbers from ``first`` and a ring of ``capacity`` sends."""
+    if _fanout is None:
+        raise RuntimeError(f"native fan-out kernel not available: {_IMPORT_ERROR}")
+    return _fanout.Sequencer(capacity, first)
 
 
 def protect_address() -> int:
@@ -178,9 +199,27 @@ class NativeGroup:
             raise
         if not live:
             self._group.set_paused(index, True)
+        self._attach_sequencer(index, owner, layout)
         slot = Slot(index, owner, layout_index, srtp_session)
         self.slots.append(slot)
         return slot
+
+    def _attach_sequencer(self, index: int, owner: object, layout: object) -> None:
+        sequencer = getattr(owner, "transport_seq", None)
+        ext_id = getattr(layout, "twcc_id", None)
+        if ext_id is not None and _fanout is not None and isinstance(sequencer, _fanout.Sequencer):
+            self._group.set_sequencer(index, sequencer, ext_id)
+
+    def set_layout(self, slot: Slot, layout: object) -> None:
+        """The slot's viewer changed its extension layout (e.g. a new playout delay)."""
+        if slot.index < 0:
+            return
+        index = self._use_layout(layout)
+        self._group.set_layout(slot.index, index)
+        self._release_layout(slot.layout)
+        slot.layout = index
+        self._group.set_sequencer(slot.index, None, 1)
+        self._attach_sequencer(slot.index, slot.owner, layout)
 
     def remove(self, slot: Slot) -> None:
         if slot.index < 0:

@@ -23,6 +23,14 @@
  * slot; forward()'s counters are per slot and are taken (read and reset) by the Python
  * wrapper, relaycast/native/__init__.py.
  *
+ * Transport-wide congestion control (draft-holmer-rmcat-transport-wide-cc-extensions-01): a
+ * slot may hold a Sequencer, one per viewer transport, shared by that viewer's audio and video
+ * slots (in two Groups). When the slot's extension block starts with the transport-wide
+ * sequence number element (Python puts it first: relaycast/media/downtrack.py ExtLayout), every
+ * packet to the slot takes the Sequencer's next number, patched into the copied block, and the
+ * packet's send time (CLOCK_MONOTONIC, us) and wire size go into the Sequencer's ring, which
+ * Sequencer.lookup() reads in bulk for the viewer's feedback.
+ *
  * Every write into a buffer is bounds-checked; arguments that cannot be valid raise
  * ValueError before anything is sent.
  */
@@ -36,6 +44,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #define RTP_HEADER 12
 #define BUF_SIZE 2048  /* net/srtp.py _BUFFER_SIZE */
@@ -74,7 +83,58 @@ typedef struct {
     uint8_t payload_type;
     uint8_t paused; /* catching up (fast start): forward() skips it */
     tally_t tally;  /* forward()'s, taken by Group.take() */
+    PyObject *sequencer; /* a Sequencer (owned reference) or NULL */
+    uint8_t twcc_id;     /* the viewer's extension id of the transport-wide sequence number */
 } slot_t;
+
+/* -- Sequencer: transport-wide sequence numbers of one viewer transport ---------------------- */
+
+#define SEQ_MAX_CAPACITY 65536
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t first;   /* the first number (16-bit) as an extended number */
+    uint64_t stamped; /* numbers taken so far; the next is first + stamped */
+    Py_ssize_t capacity;
+    int64_t *ext;     /* per ring entry: the extended number it holds, -1: none */
+    int64_t *time_us;
+    uint32_t *size;
+} Sequencer;
+
+static PyTypeObject SequencerType;
+
+static int64_t
+monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* take the next number: its extended value */
+static uint64_t
+seq_take(Sequencer *seq)
+{
+    return seq->first + seq->stamped++;
+}
+
+static void
+seq_record(Sequencer *seq, uint64_t ext, uint32_t size, int64_t time_us)
+{
+    Py_ssize_t index = (Py_ssize_t)(ext % (uint64_t)seq->capacity);
+    seq->ext[index] = (int64_t)ext;
+    seq->time_us[index] = time_us;
+    seq->size[index] = size;
+}
+
+/* the extended number of a 16-bit one, nearest to the last taken */
+static int64_t
+seq_extend(const Sequencer *seq, unsigned int seq16)
+{
+    int64_t last = (int64_t)(seq->first + seq->stamped) - 1;
+    int diff = (int)((((unsigned int)last - seq16 + 0x8000u) & 0xFFFFu)) - 0x8000;
+    return last - diff;
+}
 
 /* one source packet to send; ext is set for replay()/resend() (forward(): the slot's layout) */
 typedef struct {
@@ -258,6 +318,8 @@ Group_init(Group *self, PyObject *args, PyObject *kwds)
 static void
 Group_dealloc(Group *self)
 {
+    for (Py_ssize_t i = 0; i < self->count; i++)
+        Py_CLEAR(self->slots[i].sequencer);
     PyMem_Free(self->slots);
     PyMem_Free(self->buffers);
     PyMem_Free(self->ext_data);
@@ -362,10 +424,12 @@ Group_remove(Group *self, PyObject *args)
         return NULL;
     if (check_busy(self) < 0 || check_index(self, index) < 0)
         return NULL;
+    Py_CLEAR(self->slots[index].sequencer);
     last = --self->count;
     if (index == last)
         return PyLong_FromLong(-1);
     self->slots[index] = self->slots[last];
+    self->slots[last].sequencer = NULL;
     return PyLong_FromSsize_t(last);
 }
 
@@ -407,6 +471,53 @@ Group_set_paused(Group *self, PyObject *args)
     if (check_busy(self) < 0 || check_index(self, index) < 0)
         return NULL;
     self->slots[index].paused = (uint8_t)paused;
+    Py_RETURN_NONE;
+}
+
+/* set_sequencer(index, sequencer or None, extension id): the slot's transport-wide numbers */
+static PyObject *
+Group_set_sequencer(Group *self, PyObject *args)
+{
+    Py_ssize_t index;
+    PyObject *sequencer;
+    int ext_id;
+    slot_t *slot;
+    if (!PyArg_ParseTuple(args, "nOi", &index, &sequencer, &ext_id))
+        return NULL;
+    if (check_busy(self) < 0 || check_index(self, index) < 0)
+        return NULL;
+    if (sequencer != Py_None && !PyObject_TypeCheck(sequencer, &SequencerType)) {
+        PyErr_SetString(PyExc_TypeError, "sequencer must be a Sequencer or None");
+        return NULL;
+    }
+    if (ext_id < 1 || ext_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id must be 1..255");
+        return NULL;
+    }
+    slot = &self->slots[index];
+    Py_CLEAR(slot->sequencer);
+    if (sequencer != Py_None) {
+        Py_INCREF(sequencer);
+        slot->sequencer = sequencer;
+    }
+    slot->twcc_id = (uint8_t)ext_id;
+    Py_RETURN_NONE;
+}
+
+/* set_layout(index, layout): the slot uses another layout's extension block from now on */
+static PyObject *
+Group_set_layout(Group *self, PyObject *args)
+{
+    Py_ssize_t index, layout;
+    if (!PyArg_ParseTuple(args, "nn", &index, &layout))
+        return NULL;
+    if (check_busy(self) < 0 || check_index(self, index) < 0)
+        return NULL;
+    if (layout < 0 || layout >= MAX_LAYOUTS) {
+        PyErr_SetString(PyExc_ValueError, "layout index out of range");
+        return NULL;
+    }
+    self->slots[index].layout = (uint32_t)layout;
     Py_RETURN_NONE;
 }
 
@@ -528,6 +639,28 @@ emit(Group *self, int pending, Py_ssize_t index, const packet_t *pkt, const unsi
     uint32_t ts, ssrc;
     uint8_t payload_type;
     int length, status;
+    Sequencer *seqr = NULL;
+    size_t twcc_at = 0;
+    uint64_t twcc_ext = 0;
+
+    /* transport-wide sequence number: taken first, so that a packet that fails below has
+     * used its number as on the Python path (DownTrack.send stamps, then the sink fails) */
+    if (slot->sequencer != NULL && ext != NULL && ext_len >= 8) {
+        unsigned int profile = ((unsigned int)ext[0] << 8) | ext[1];
+        if (profile == 0xBEDE) {
+            if ((ext[4] >> 4) == slot->twcc_id && (ext[4] & 0x0F) == 1)
+                twcc_at = 5;
+        } else if ((profile & 0xFFF0) == 0x1000) {
+            if (ext[4] == slot->twcc_id && ext[5] == 2)
+                twcc_at = 6;
+        }
+        if (twcc_at != 0 && twcc_at + 2 <= ext_len) {
+            seqr = (Sequencer *)slot->sequencer;
+            twcc_ext = seq_take(seqr);
+        } else {
+            twcc_at = 0;
+        }
+    }
 
     /* checked without overflow: each term is bounded before it is subtracted */
     if (ext_len > PROTECT_LIMIT || pkt->payload_len > PROTECT_LIMIT - ext_len ||
@@ -562,6 +695,10 @@ emit(Group *self, int pending, Py_ssize_t index, const packet_t *pkt, const unsi
     body = buf + RTP_HEADER;
     if (ext_len) {
         memcpy(body, ext, ext_len);
+        if (seqr != NULL) { /* twcc_at + 2 <= ext_len: checked above */
+            body[twcc_at] = (unsigned char)(twcc_ext >> 8);
+            body[twcc_at + 1] = (unsigned char)twcc_ext;
+        }
         body += ext_len;
     }
     if (osn) {
@@ -576,6 +713,8 @@ emit(Group *self, int pending, Py_ssize_t index, const packet_t *pkt, const unsi
     status = self->protect(slot->ctx, buf, &length);
     if (status != 0 || length < (int)total || length > BUF_SIZE)
         return -1;
+    if (seqr != NULL)
+        seq_record(seqr, twcc_ext, (uint32_t)length, monotonic_us());
     self->iov[pending].iov_base = buf;
     self->iov[pending].iov_len = (size_t)length;
     memset(&self->msgs[pending], 0, sizeof(struct mmsghdr));
@@ -950,6 +1089,10 @@ static PyMethodDef Group_methods[] = {
     {"set_paused", (PyCFunction)Group_set_paused, METH_VARARGS,
      "set_paused(index, flag): a paused slot is skipped by forward() (fast start)"},
     {"paused", (PyCFunction)Group_paused, METH_VARARGS, "paused(index) -> bool"},
+    {"set_sequencer", (PyCFunction)Group_set_sequencer, METH_VARARGS,
+     "set_sequencer(index, sequencer or None, ext_id): transport-wide numbers for the slot"},
+    {"set_layout", (PyCFunction)Group_set_layout, METH_VARARGS,
+     "set_layout(index, layout): the slot's extension layout index"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -969,6 +1112,180 @@ static PyTypeObject GroupType = {
     .tp_as_sequence = &Group_as_sequence,
 };
 
+/* -- Sequencer (Python face) --------------------------------------------------------------- */
+
+static int
+Sequencer_init(Sequencer *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", "first", NULL};
+    Py_ssize_t capacity = 1024;
+    int first = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ni", kwlist, &capacity, &first))
+        return -1;
+    if (capacity < 1 || capacity > SEQ_MAX_CAPACITY) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be 1..65536");
+        return -1;
+    }
+    if (first < 0 || first > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "first must be 0..65535");
+        return -1;
+    }
+    if (self->ext != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Sequencer already initialised");
+        return -1;
+    }
+    self->ext = PyMem_Malloc((size_t)capacity * sizeof(int64_t));
+    self->time_us = PyMem_Calloc((size_t)capacity, sizeof(int64_t));
+    self->size = PyMem_Calloc((size_t)capacity, sizeof(uint32_t));
+    if (self->ext == NULL || self->time_us == NULL || self->size == NULL) {
+        PyErr_NoMemory();
+        return -1; /* dealloc frees what was allocated */
+    }
+    for (Py_ssize_t i = 0; i < capacity; i++)
+        self->ext[i] = -1;
+    self->capacity = capacity;
+    self->first = (uint64_t)first;
+    self->stamped = 0;
+    return 0;
+}
+
+static void
+Sequencer_dealloc(Sequencer *self)
+{
+    PyMem_Free(self->ext);
+    PyMem_Free(self->time_us);
+    PyMem_Free(self->size);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+check_ready(Sequencer *self)
+{
+    if (self->ext == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Sequencer not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Sequencer_stamp(Sequencer *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_ready(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong((unsigned long)(seq_take(self) & 0xFFFF));
+}
+
+/* sent(seq, size, at_us=-1): a packet sent under the 16-bit ``seq`` (one already taken) */
+static PyObject *
+Sequencer_sent(Sequencer *self, PyObject *args)
+{
+    int seq16;
+    long long size, at_us = -1;
+    int64_t ext;
+    if (!PyArg_ParseTuple(args, "iL|L", &seq16, &size, &at_us))
+        return NULL;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (seq16 < 0 || seq16 > 0xFFFF || size < 0 || size > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "seq is 16-bit, size 32-bit");
+        return NULL;
+    }
+    if (self->stamped == 0)
+        Py_RETURN_NONE;
+    ext = seq_extend(self, (unsigned int)seq16);
+    if (ext < (int64_t)self->first || ext >= (int64_t)(self->first + self->stamped))
+        Py_RETURN_NONE; /* never taken */
+    seq_record(self, (uint64_t)ext, (uint32_t)size, at_us < 0 ? monotonic_us() : (int64_t)at_us);
+    Py_RETURN_NONE;
+}
+
+/* lookup(base, count) -> (base_ext, [(send_us, size) or None, ...]) */
+static PyObject *
+Sequencer_lookup(Sequencer *self, PyObject *args)
+{
+    int base;
+    Py_ssize_t count;
+    int64_t base_ext;
+    PyObject *list, *result;
+    if (!PyArg_ParseTuple(args, "in", &base, &count))
+        return NULL;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (base < 0 || base > 0xFFFF || count < 0 || count > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "base is 16-bit, count 0..65535");
+        return NULL;
+    }
+    list = PyList_New(count);
+    if (list == NULL)
+        return NULL;
+    base_ext = self->stamped ? seq_extend(self, (unsigned int)base) : 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item;
+        int64_t ext = base_ext + i;
+        Py_ssize_t index;
+        if (self->stamped == 0 || ext < 0) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(list, i, Py_None);
+            continue;
+        }
+        index = (Py_ssize_t)((uint64_t)ext % (uint64_t)self->capacity);
+        if (self->ext[index] != ext) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(list, i, Py_None);
+            continue;
+        }
+        item = Py_BuildValue("(LI)", (long long)self->time_us[index],
+                             (unsigned int)self->size[index]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    result = Py_BuildValue("(LN)", (long long)base_ext, list);
+    return result;
+}
+
+static PyObject *
+Sequencer_get_stamped(Sequencer *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->stamped);
+}
+
+static PyObject *
+Sequencer_get_capacity(Sequencer *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->capacity);
+}
+
+static PyMethodDef Sequencer_methods[] = {
+    {"stamp", (PyCFunction)Sequencer_stamp, METH_NOARGS, "stamp() -> the next 16-bit number"},
+    {"sent", (PyCFunction)Sequencer_sent, METH_VARARGS,
+     "sent(seq, size, at_us=-1): record a packet sent under seq (-1: now, CLOCK_MONOTONIC us)"},
+    {"lookup", (PyCFunction)Sequencer_lookup, METH_VARARGS,
+     "lookup(base, count) -> (base_ext, [(send_us, size) or None, ...])"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Sequencer_getset[] = {
+    {"stamped", (getter)Sequencer_get_stamped, NULL, "numbers taken so far", NULL},
+    {"capacity", (getter)Sequencer_get_capacity, NULL, "ring entries", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject SequencerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "relaycast.native._fanout.Sequencer",
+    .tp_basicsize = sizeof(Sequencer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Transport-wide sequence numbers of one viewer transport and their send history.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Sequencer_init,
+    .tp_dealloc = (destructor)Sequencer_dealloc,
+    .tp_methods = Sequencer_methods,
+    .tp_getset = Sequencer_getset,
+};
+
 static struct PyModuleDef fanout_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "relaycast.native._fanout",
@@ -980,7 +1297,7 @@ PyMODINIT_FUNC
 PyInit__fanout(void)
 {
     PyObject *module;
-    if (PyType_Ready(&GroupType) < 0)
+    if (PyType_Ready(&GroupType) < 0 || PyType_Ready(&SequencerType) < 0)
         return NULL;
     module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -988,6 +1305,12 @@ PyInit__fanout(void)
     Py_INCREF(&GroupType);
     if (PyModule_AddObject(module, "Group", (PyObject *)&GroupType) < 0) {
         Py_DECREF(&GroupType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&SequencerType);
+    if (PyModule_AddObject(module, "Sequencer", (PyObject *)&SequencerType) < 0) {
+        Py_DECREF(&SequencerType);
         Py_DECREF(module);
         return NULL;
     }

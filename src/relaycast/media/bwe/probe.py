@@ -1,0 +1,182 @@
+"""Probing before stepping up: short clusters of extra packets, kept within a budget.
+
+A probe is wanted only while something above the estimate is (``want(target_bps)``: the layer
+selection asks for a higher layer). A cluster lasts ``DURATION`` (100 ms) and adds
+``extra = estimate`` of probe traffic (RTX of recent packets, sent by the egress), so what goes
+to the viewer during a probe is at most about twice the estimate. Clusters start at most every
+``INTERVAL`` seconds; while the probes keep finding headroom (the link carried the whole
+cluster), the next may follow after ``FOLLOW_UP`` (exponential search, as libwebrtc's initial
+probing does).
+
+The result of a cluster is computed from transport-wide feedback on every packet *sent* within
+its time window (media and probes): the send rate, and the receive rate over the arrival span.
+When the viewer received noticeably slower than we sent (``< 0.9x``) the link is saturated and
+the receive rate is its capacity; otherwise the link carried the send rate. Either way the
+result (x 0.95) may lift the estimate (:class:`relaycast.media.bwe.BandwidthEstimator`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DURATION = 0.1
+INTERVAL = 5.0
+MAX_INTERVAL = 30.0
+FOLLOW_UP = 0.5
+MIN_PACKETS = 5
+SATURATED = 0.9
+RESULT_SCALE = 0.95
+RESULT_TTL = 10.0  # a result counts for a step up this long
+TIMEOUT = 2.0  # a cluster with no feedback after this long is abandoned
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    at: float
+    sent_bps: float
+    received_bps: float
+    saturated: bool
+
+    @property
+    def bps(self) -> float:
+        """What the link proved it carries."""
+        return RESULT_SCALE * (self.received_bps if self.saturated else self.sent_bps)
+
+
+@dataclass(slots=True)
+class _Cluster:
+    start: float
+    end: float
+    extra_bps: float
+    granted: float = 0.0  # bytes handed out
+    last_grant: float = 0.0
+    # feedback on packets sent within [start, end]
+    first_send: float | None = None
+    first_send_size: int = 0
+    last_send: float = 0.0
+    first_arrival: float | None = None
+    last_arrival: float = 0.0
+    first_arrival_size: int = 0
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    received: int = 0
+    covered: bool = False  # feedback reached past its end
+
+
+class ProbeController:
+    """Decides when to probe and how many bytes, and judges the clusters from feedback."""
+
+    __slots__ = (
+        "_backoff",
+        "_cluster",
+        "_next_at",
+        "clusters",
+        "last_result",
+        "target_bps",
+        "total_bytes",
+    )
+
+    def __init__(self) -> None:
+        self.target_bps: float | None = None
+        self._cluster: _Cluster | None = None
+        self._next_at = 0.0
+        self._backoff = INTERVAL
+        self.last_result: ProbeResult | None = None
+        self.clusters = 0
+        self.total_bytes = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._cluster is not None
+
+    def want(self, target_bps: float | None) -> None:
+        if target_bps != self.target_bps:
+            self._backoff = INTERVAL  # a new target: probe at the normal pace again
+        self.target_bps = target_bps
+
+    def grant(self, now: float, estimate: float, may_start: bool) -> int:
+        """Bytes of probe traffic the egress may send now (0: none)."""
+        cluster = self._cluster
+        if cluster is None:
+            target = self.target_bps
+            if not may_start or target is None or target <= estimate or now < self._next_at:
+                return 0
+            cluster = self._cluster = _Cluster(now, now + DURATION, estimate, last_grant=now)
+            self.clusters += 1
+            # the first grant covers one pacing tick (10 ms)
+            amount = estimate * 0.01 / 8
+        else:
+            if now >= cluster.end:
+                if now - cluster.end > TIMEOUT:
+                    self._finish(now, None)
+                return 0
+            amount = cluster.extra_bps * (now - cluster.last_grant) / 8
+            cluster.last_grant = now
+        budget = cluster.extra_bps * DURATION / 8 - cluster.granted
+        amount = max(min(amount, budget), 0.0)
+        cluster.granted += amount
+        self.total_bytes += amount
+        return int(amount)
+
+    def on_packet(self, send: float, size: int, arrival: float | None) -> None:
+        """One packet of transport-wide feedback (times: send on our clock, arrival on the
+        viewer's)."""
+        cluster = self._cluster
+        if cluster is None or send < cluster.start:
+            return
+        if send > cluster.end:
+            cluster.covered = True
+            return
+        if cluster.first_send is None or send < cluster.first_send:
+            cluster.first_send = send
+            cluster.first_send_size = size
+        cluster.last_send = max(cluster.last_send, send)
+        cluster.sent_bytes += size
+        if arrival is not None:
+            if cluster.first_arrival is None or arrival < cluster.first_arrival:
+                cluster.first_arrival = arrival
+                cluster.first_arrival_size = size
+            cluster.last_arrival = max(cluster.last_arrival, arrival)
+            cluster.received_bytes += size
+            cluster.received += 1
+
+    def evaluate(self, now: float) -> ProbeResult | None:
+        """After a batch of feedback: the finished cluster's result, if it has one now."""
+        cluster = self._cluster
+        if cluster is None or not cluster.covered:
+            return None
+        return self._finish(now, cluster)
+
+    def _finish(self, now: float, cluster: _Cluster | None) -> ProbeResult | None:
+        self._cluster = None
+        result = None
+        if (
+            cluster is not None
+            and cluster.received >= MIN_PACKETS
+            and cluster.first_send is not None
+            and cluster.first_arrival is not None
+        ):
+            # rates over the spans: the first packet's bytes went before the span began
+            send_span = max(cluster.last_send - cluster.first_send, 0.001)
+            arrival_span = max(cluster.last_arrival - cluster.first_arrival, 0.001)
+            sent_bps = (cluster.sent_bytes - cluster.first_send_size) * 8 / send_span
+            received = cluster.received_bytes - cluster.first_arrival_size
+            received_bps = received * 8 / arrival_span
+            # (lost packets count against the receive rate: bytes received vs sent)
+            saturated = received_bps < SATURATED * sent_bps
+            result = ProbeResult(now, sent_bps, received_bps, saturated)
+            self.last_result = result
+        if result is not None and not result.saturated:
+            self._backoff = INTERVAL
+            self._next_at = now + FOLLOW_UP
+        else:
+            # the link is full (or the probe got lost): each probe costs a queue, so the
+            # next one waits longer while they keep failing
+            self._next_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, MAX_INTERVAL)
+        return result
+
+    def succeeded(self, bps: float, now: float) -> bool:
+        """A recent probe proved the link carries ``bps``."""
+        result = self.last_result
+        return result is not None and now - result.at <= RESULT_TTL and result.bps >= bps
