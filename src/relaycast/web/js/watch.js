@@ -48,6 +48,7 @@ import { WhepClient } from "./whep-client.js";
  * @typedef {object} LayersState
  * @property {boolean} available  the server has the layer extension and the stream layers
  * @property {string | null} url  the session's layer resource
+ * @property {boolean} announced  the WHEP 201's Link header named it
  * @property {LayerStatus | null} status  the last GET
  * @property {string} error
  * @property {number} polls
@@ -130,7 +131,7 @@ const rc = {
   /** @type {{lastMs: number, medianMs: number, reads: number, misses: number, at: number} | null} */
   glassToGlass: null,
   /** @type {LayersState} */
-  layers: { available: false, url: null, status: null, error: "", polls: 0 },
+  layers: { available: false, url: null, announced: false, status: null, error: "", polls: 0 },
   /**
    * Pin a layer by its rid; null returns to automatic.
    * @param {string | null} rid
@@ -461,6 +462,7 @@ function startLayers(pc, client) {
   const resource = client.layerResource();
   if (!resource) return;
   rc.layers.url = resource.url;
+  rc.layers.announced = resource.announced;
   layerControl = new LayerControl({
     url: resource.url,
     announced: resource.announced,
