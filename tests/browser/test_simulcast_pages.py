@@ -477,5 +477,5 @@ async def test_dashboard_renders_layer_distribution(browser: Browser, server: An
         widths = await card.locator(".layer-bar span").evaluate_all(
             "(spans) => spans.map((s) => s.style.width)"
         )
-        assert widths == ["50%", f"{100 / 6}%", f"{100 / 6}%", f"{100 / 6}%"]
+        assert [round(float(w.rstrip("%")), 1) for w in widths] == [50, 16.7, 16.7, 16.7]
         assert await home.locator('article[data-stream="single"] .layer-dist').is_hidden()
