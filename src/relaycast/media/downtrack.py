@@ -34,6 +34,7 @@ from relaycast.rtp.packet import RtpPacket, build_extensions
 from relaycast.rtp.rtcp import RtcpSenderReport
 
 if TYPE_CHECKING:
+    from relaycast.media.bwe.history import SequencerLike
     from relaycast.media.forwarder import Forwarder
     from relaycast.media.track import Track
     from relaycast.native import Counts, Item, Slot
@@ -45,6 +46,17 @@ _EXT_HEADER = struct.Struct("!HH")
 NTP_PER_SECOND = 1 << 32
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+_TWCC_PLACEHOLDER = b"\x00\x00"
+
+
+def stamp_twcc(ext: bytes, seq: int) -> bytes:
+    """``ext`` (a block whose first element is the 2-byte transport-wide sequence number, as
+    :meth:`ExtLayout.build` makes it) with ``seq`` in that element; the native kernel patches
+    its copy at the same offset (after the 4-byte block header and the element's 1- or 2-byte
+    header)."""
+    at = 5 if ext[0] == 0xBE else 6
+    return ext[:at] + bytes(((seq >> 8) & 0xFF, seq & 0xFF)) + ext[at + 2 :]
 
 
 class ExtLayout:
@@ -53,17 +65,26 @@ class ExtLayout:
     Viewers with equal layouts share the rewritten extension block of each packet, so the
     block is built once per packet per layout, not once per viewer. The Forwarder interns
     equal layouts (:meth:`Forwarder.add`), so the per-packet cache is keyed by identity.
+
+    The transport-wide sequence number (``TWCC_URI``, TWCC to viewers) is per viewer, not per
+    layout: the block carries it first, as a placeholder each send stamps (:func:`stamp_twcc`).
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("items", "twcc_id")
 
     def __init__(self, items: tuple[tuple[int, str, bytes | None], ...]) -> None:
         self.items = items
+        #: the viewer's id of the transport-wide sequence number, None if not negotiated
+        self.twcc_id: int | None = next((i for i, uri, _ in items if uri == TWCC_URI), None)
 
     def build(self, packet: RtpPacket, source_ids: dict[str, int]) -> tuple[int, bytes]:
         """(first header byte, extension block with its 4-byte header) for ``packet``."""
         values: list[tuple[int, bytes]] = []
+        if self.twcc_id is not None:
+            values.append((self.twcc_id, _TWCC_PLACEHOLDER))
         for viewer_id, uri, constant in self.items:
+            if uri == TWCC_URI:
+                continue
             if constant is not None:
                 values.append((viewer_id, constant))
                 continue
@@ -96,6 +117,7 @@ class DownTrackState(enum.Enum):
     CATCHING_UP = "catching_up"  # replaying the cached GOP (fast start); live packets wait
     LIVE = "live"
     INCOMPATIBLE = "incompatible"  # the source's codec is not one the viewer negotiated
+    PAUSED = "paused"  # connected, but no layer fits the viewer's bandwidth: not in a fan-out
     CLOSED = "closed"
 
 
@@ -104,6 +126,7 @@ WAITING = DownTrackState.WAITING
 CATCHING_UP = DownTrackState.CATCHING_UP
 LIVE = DownTrackState.LIVE
 INCOMPATIBLE = DownTrackState.INCOMPATIBLE
+PAUSED = DownTrackState.PAUSED
 CLOSED = DownTrackState.CLOSED
 
 
@@ -162,6 +185,7 @@ class DownTrack:
         # where our sequence/timestamp space continues after a source change (seq, ts, time)
         self._resume: tuple[int, int, float] | None = None
         self._rtx_seq = secrets.randbits(15)
+        self._align: tuple[Track, int] | None = None  # (old source, its ts offset) at a switch
         self.stats = SenderStats(ssrc, clock_rate)
         self.budget = RetransmitBudget()
         # sent by the Python path (and taken from the native kernel: the properties below)
@@ -176,6 +200,18 @@ class DownTrack:
         self.keyframe_requests = 0
         #: called once, when the first keyframe goes to this viewer (time-to-first-frame)
         self.on_first_keyframe: Callable[[], None] | None = None
+        #: the viewer transport's transport-wide sequence numbers (media/bwe/history.py),
+        #: shared with its other DownTrack; stamped when ``layout.twcc_id`` is set
+        self.transport_seq: SequencerLike | None = None
+        # simulcast (media/layers.py): the layer Forwarder this one moves to at its next
+        # keyframe, and the first sequence number sent from the current source (NACKs for
+        # older ones name packets of another source: they are not answered from this one)
+        self.pending: Forwarder | None = None
+        self._out_floor: int | None = None
+        #: the selection's view, for the API and the WHEP layer extension (contract names)
+        self.layer_mode = "auto"
+        self.layer_reason = ""
+        self.layer_switches = 0
 
     def __repr__(self) -> str:
         return f"DownTrack({self.kind}, ssrc={self.ssrc}, {self.state.value})"
@@ -259,12 +295,7 @@ class DownTrack:
         forwarder = self.forwarder
         forwarder.left_live(self)
         if self.started and forwarder.newest is not None:
-            newest = forwarder.newest
-            self._resume = (
-                (newest.sequence_number + self.seq_offset) & 0xFFFF,
-                (newest.timestamp + self.ts_offset) & 0xFFFFFFFF,
-                forwarder.newest_at,
-            )
+            self._resume = self._resume_point()
         if self.state in (LIVE, CATCHING_UP, INCOMPATIBLE):
             self.state = WAITING
 
@@ -281,7 +312,7 @@ class DownTrack:
     def source_changed(self, track: Track) -> None:
         """A new publisher track: wait for its keyframe, keep our own SSRC/sequence space."""
         self._adopt(track)
-        if self.state is not IDLE and self.state is not CLOSED:
+        if self.state is not IDLE and self.state is not CLOSED and self.state is not PAUSED:
             if self.started:
                 self.source_lost()
             self.state = WAITING if self._compatible else INCOMPATIBLE
@@ -289,13 +320,156 @@ class DownTrack:
     def close(self) -> None:
         if self.state is CLOSED:
             return
-        joined = self.state is not IDLE
+        joined = self.state is not IDLE and self.state is not PAUSED
+        self._cancel_pending()
         self.forwarder.left_live(self)
         self.state = CLOSED
         self.sink = NULL_SINK
         self._send_rtp = NULL_SINK.send_rtp
         if joined:
             self.forwarder.remove(self)
+
+    # -- simulcast layer switches (media/layers.py decides, this carries them out) -------------
+
+    @property
+    def layer(self) -> str | None:
+        """The rid of the layer being forwarded (None: single encoding, paused or waiting)."""
+        if self.state is LIVE or self.state is CATCHING_UP:
+            return self.forwarder.rid
+        return None
+
+    @property
+    def target_layer(self) -> str | None:
+        """The rid of the layer this viewer is moving to, else the current one's."""
+        if self.pending is not None:
+            return self.pending.rid
+        if self.state is PAUSED:
+            return None
+        return self.forwarder.rid
+
+    def switch_to(self, target: Forwarder, *, fast_start: bool = True) -> None:
+        """Forward ``target`` (another simulcast layer, or the stream's single encoding).
+
+        While packets are going out, the current layer keeps going until ``target``'s next
+        keyframe (asked for now); then the switch happens on that keyframe, and the viewer's
+        sequence numbers and timestamps go on from where they were (:meth:`finish_switch`).
+        Otherwise (waiting, paused, not connected) the move is immediate; a waiting viewer
+        starts from ``target``'s cached GOP when ``fast_start``, else from its next keyframe.
+        """
+        state = self.state
+        if state is CLOSED:
+            return
+        if target is self.pending:
+            return
+        self._cancel_pending()
+        if target is self.forwarder and state is not PAUSED:
+            return
+        if state is IDLE:
+            self.forwarder = target
+            if target.source is not None:
+                self._adopt(target.source)
+            return
+        if state is LIVE:
+            self.pending = target
+            target.await_keyframe(self)
+            return
+        if state is CATCHING_UP:
+            return  # the selection asks again once it is live
+        # WAITING, INCOMPATIBLE or PAUSED: nothing of the current source is on screen
+        if state is not PAUSED:
+            self.forwarder.left_live(self)
+            self.forwarder.remove(self)
+        self.forwarder = target
+        source = target.source
+        if source is not None:
+            self._adopt(source)
+        self.state = INCOMPATIBLE if source is not None and not self._compatible else WAITING
+        target.add(self)
+        if self.state is WAITING:
+            if fast_start:
+                target.catch_up(self)
+            else:
+                target.request_keyframe()
+
+    def pause(self) -> None:
+        """Stop the video (no layer fits): out of every fan-out until :meth:`switch_to`; the
+        sequence and timestamps go on from here when it resumes."""
+        if self.state in (IDLE, CLOSED, PAUSED):
+            return
+        self._cancel_pending()
+        forwarder = self.forwarder
+        if self.started:
+            self._resume = self._resume_point()
+        forwarder.left_live(self)
+        forwarder.remove(self)
+        self.state = PAUSED
+
+    def finish_switch(
+        self, target: Forwarder, packet: RtpPacket, tails: dict[int, tuple[int, bytes, bytes]]
+    ) -> None:
+        """``target``'s keyframe ``packet`` arrived: leave the current layer and start with it,
+        the first sequence number right after the last one sent, the timestamp where the
+        publisher's clocks (its sender reports) put the keyframe."""
+        if self.pending is not target:
+            return
+        self.pending = None
+        old = self.forwarder
+        old_source = old.source
+        old_ts_offset = self.ts_offset
+        if self.started:
+            self._resume = self._resume_point()
+        old.left_live(self)
+        old.remove(self)
+        self.forwarder = target
+        source = target.source
+        if source is None:
+            self.state = WAITING
+            target.add(self)
+            return
+        self._adopt(source)
+        if not self._compatible:
+            self.state = INCOMPATIBLE
+            target.add(self)
+            return
+        self._align = (old_source, old_ts_offset) if old_source is not None else None
+        self.state = WAITING
+        self.layer_switches += 1
+        target.add(self)
+        self.send(packet, True, tails)  # WAITING + keyframe: offsets chosen, LIVE, sent
+
+    def switch_cancelled(self, target: Forwarder) -> None:
+        if self.pending is target:
+            self.pending = None
+
+    def _cancel_pending(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            pending.cancel_switch(self)
+
+    def _resume_point(self) -> tuple[int, int, float] | None:
+        """Where our sequence and timestamps continue: after the newest packet mapped."""
+        forwarder = self.forwarder
+        newest = forwarder.newest
+        if newest is None:
+            return self._resume
+        return (
+            (newest.sequence_number + self.seq_offset) & 0xFFFF,
+            (newest.timestamp + self.ts_offset) & 0xFFFFFFFF,
+            forwarder.newest_at,
+        )
+
+    def set_layout(self, layout: ExtLayout) -> None:
+        """Use another extension layout from the next packet on (a playout-delay change):
+        equal layouts stay shared with the Forwarder's other viewers, native slot included."""
+        forwarder = self.forwarder
+        layout = forwarder._layouts.setdefault(layout.items, layout)
+        if layout is self.layout:
+            return
+        self.layout = layout
+        group, slot = forwarder.native, self.native
+        if group is not None and slot is not None:
+            group.set_layout(slot, layout)
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -330,16 +504,22 @@ class DownTrack:
         if tail is None:
             source = self.forwarder.source
             tail = layout.tail(packet, source.ext_ids if source is not None else {}, tails)
-        if not self._send_rtp(
-            _HEADER.pack(
-                tail[0],
-                (0x80 if packet.marker else 0) | self.payload_type,
-                (packet.sequence_number + self.seq_offset) & 0xFFFF,
-                (packet.timestamp + self.ts_offset) & 0xFFFFFFFF,
-                self.ssrc,
-            )
-            + tail[2]
-        ):
+        header = _HEADER.pack(
+            tail[0],
+            (0x80 if packet.marker else 0) | self.payload_type,
+            (packet.sequence_number + self.seq_offset) & 0xFFFF,
+            (packet.timestamp + self.ts_offset) & 0xFFFFFFFF,
+            self.ssrc,
+        )
+        transport_seq = self.transport_seq
+        if transport_seq is not None and layout.twcc_id is not None:
+            twcc = transport_seq.stamp()
+            size = self._send_rtp(header + stamp_twcc(tail[1], twcc) + packet.payload)
+            if size:
+                transport_seq.sent(twcc, size)
+        else:
+            size = self._send_rtp(header + tail[2])
+        if not size:
             self._send_errors += 1
             return
         self._packets_sent += 1
@@ -354,16 +534,52 @@ class DownTrack:
 
     def _start(self, packet: RtpPacket) -> None:
         """Choose offsets so that our sequence and timestamps continue where they left off."""
+        align, self._align = self._align, None
         if self._resume is None:
             first_seq, first_ts = secrets.randbits(15), secrets.randbits(31)  # RFC 3550 §5.1
         else:
             last_seq, last_ts, last_at = self._resume
-            elapsed = max(time.monotonic() - last_at, 0.001)
             first_seq = (last_seq + 1) & 0xFFFF
-            first_ts = (last_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+            aligned = self._aligned_ts(packet, align, last_ts)
+            if aligned is not None:
+                first_ts = aligned
+            else:
+                elapsed = max(time.monotonic() - last_at, 0.001)
+                first_ts = (last_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
         self.seq_offset = (first_seq - packet.sequence_number) & 0xFFFF
         self.ts_offset = (first_ts - packet.timestamp) & 0xFFFFFFFF
         self._start_seq = packet.sequence_number
+        # after a switch of source, older sequence numbers were another source's packets
+        self._out_floor = first_seq if self._resume is not None else None
+
+    def _aligned_ts(
+        self, packet: RtpPacket, align: tuple[Track, int] | None, last_ts: int
+    ) -> int | None:
+        """A layer switch: our timestamp for ``packet`` such that both layers' capture times
+        map to our timeline the same way (through each layer's latest sender report, RFC 3550
+        §6.4.1), so the switch keeps the picture's timing and the audio sync. None when a
+        report is missing or the result would not follow ``last_ts`` within 5 s."""
+        if align is None:
+            return None
+        old_source, old_ts_offset = align
+        new_source = self.forwarder.source
+        if new_source is None:
+            return None
+        new_sr = new_source.reception.last_sr
+        old_sr = old_source.reception.last_sr
+        if new_sr is None or old_sr is None:
+            return None
+        rate = self.clock_rate
+        new_ntp, new_rtp, _ = new_sr
+        old_ntp, old_rtp, _ = old_sr
+        since_new = ((packet.timestamp - new_rtp + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        ntp = new_ntp + since_new * NTP_PER_SECOND / rate  # the keyframe's capture time
+        old_clock = old_rtp + round((ntp - old_ntp) * rate / NTP_PER_SECOND)
+        ours = (old_clock + old_ts_offset) & 0xFFFFFFFF
+        step = (ours - last_ts) & 0xFFFFFFFF
+        if step == 0 or step > 5 * rate:
+            return None
+        return ours
 
     # -- RTCP from the viewer -------------------------------------------------------------------
 
@@ -386,7 +602,11 @@ class DownTrack:
         rtx = self.rtx_payload_type is not None and self.rtx_ssrc is not None
         items: list[Item] = []
         answered = missed = 0
+        floor = self._out_floor
         for out_seq in budget.candidates(lost, now, self.stats.rtt):
+            if floor is not None and (out_seq - floor) & 0xFFFF >= 0x8000:
+                missed += 1  # sent from another layer or publisher: not this source's packet
+                continue
             packet = self.forwarder.lookup((out_seq - self.seq_offset) & 0xFFFF)
             if packet is None:
                 missed += 1
@@ -394,6 +614,10 @@ class DownTrack:
             if not budget.spend(out_seq, len(packet.payload) + 40, now, bitrate):
                 break  # over budget: the rest of this packet's requests are refused too
             b0, ext = self.layout.build(packet, source.ext_ids)
+            twcc = None
+            if self.transport_seq is not None and self.layout.twcc_id is not None and slot is None:
+                twcc = self.transport_seq.stamp()  # (the kernel stamps its own items)
+                ext = stamp_twcc(ext, twcc)
             if slot is not None:
                 items.append(
                     (
@@ -419,6 +643,8 @@ class DownTrack:
                 header = _HEADER.pack(b0, marker | self.payload_type, out_seq, ts, self.ssrc)
                 data = header + ext + packet.payload
             size = self.sink.send_rtp(data)
+            if twcc is not None and size and self.transport_seq is not None:
+                self.transport_seq.sent(twcc, size)
             if not size:
                 self._send_errors += 1
                 continue

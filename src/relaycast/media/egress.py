@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from relaycast.media.downtrack import DownTrack
+from relaycast.media.layers import ViewerEstimate
 from relaycast.media.stats import StreamCounters
 from relaycast.net.sink import NULL_SINK, PacketSink
 from relaycast.rtp.rtcp import (
@@ -28,6 +29,7 @@ from relaycast.rtp.rtcp import (
     RtcpPacket,
     RtcpPli,
     RtcpReceiverReport,
+    RtcpRemb,
     RtcpSdes,
     RtcpSenderReport,
     ntp_now,
@@ -64,6 +66,8 @@ class EgressLeg:
         self._tokens_at = clock()
         self._last_keyframe_request: float | None = None
         self.rtcp_dropped = 0
+        #: REMB and receiver-report loss, the layer selection's estimate without an estimator
+        self.estimate = ViewerEstimate()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -102,6 +106,12 @@ class EgressLeg:
                     downtrack = self.by_ssrc.get(block.ssrc)
                     if downtrack is not None:
                         downtrack.stats.on_receiver_report(block, now, ntp_now())
+                        if downtrack.kind == "video":
+                            source = downtrack.forwarder.source
+                            sent = source.bitrate if source is not None else 0.0
+                            self.estimate.on_receiver_report(block.fraction_lost / 256, sent, now)
+            elif isinstance(packet, RtcpRemb):
+                self.estimate.on_remb(packet.bitrate, now)
             elif isinstance(packet, RtcpNack):
                 downtrack = self.by_ssrc.get(packet.media_ssrc)
                 if downtrack is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from relaycast import native
@@ -80,6 +81,16 @@ class Forwarder:
         self.newest: RtpPacket | None = None  # highest sequence number of the current source
         self.newest_at = 0.0
         self._layouts: dict[tuple[tuple[int, str, bytes | None], ...], ExtLayout] = {}
+        # simulcast (media/layers.py): the stream's video Forwarder holds one Forwarder per
+        # layer; a layer's ``rid`` names it and ``parent`` is the stream's
+        self.rid: str | None = None
+        self.parent: Forwarder | None = None
+        self.layers: dict[str, Forwarder] = {}
+        #: called when a layer (or the single encoding) gets or loses its source, keyed by
+        #: the viewer that listens (Subscriber.select_layer)
+        self.layer_listeners: dict[object, Callable[[], None]] = {}
+        #: DownTracks forwarding another layer that move here at this layer's next keyframe
+        self._switchers: tuple[DownTrack, ...] = ()
 
     # -- membership -----------------------------------------------------------------------------
 
@@ -203,8 +214,9 @@ class Forwarder:
         self.source = track
         for downtrack in self.downtracks:
             downtrack.source_changed(track)
-        if self.kind == "video" and self.downtracks:
+        if self.kind == "video" and (self.downtracks or self._switchers):
             track.request_keyframe()
+        self._sources_changed()
 
     def detach_source(self, track: Track) -> None:
         if self.source is track:
@@ -214,6 +226,47 @@ class Forwarder:
             self.cache = [None] * CACHE_SIZE
             self.gop = []
             self.newest = None
+            for downtrack in self._switchers:  # nothing to switch to any more
+                downtrack.switch_cancelled(self)
+            self._switchers = ()
+            self._sources_changed()
+
+    # -- simulcast layers (media/layers.py) -----------------------------------------------------
+
+    def layer(self, rid: str) -> Forwarder:
+        """The Forwarder of simulcast layer ``rid`` (made on first use; it outlives
+        publishers as this one does)."""
+        forwarder = self.layers.get(rid)
+        if forwarder is None:
+            forwarder = Forwarder(self.kind, use_native=self.native is not None)
+            forwarder.rid = rid
+            forwarder.parent = self
+            self.layers[rid] = forwarder
+        return forwarder
+
+    def _sources_changed(self) -> None:
+        root = self.parent or self
+        for listener in list(root.layer_listeners.values()):
+            listener()
+
+    def await_keyframe(self, downtrack: DownTrack) -> None:
+        """``downtrack`` moves here at this layer's next keyframe (asked for now)."""
+        if downtrack not in self._switchers:
+            self._switchers = (*self._switchers, downtrack)
+        self.request_keyframe()
+
+    def cancel_switch(self, downtrack: DownTrack) -> None:
+        self._switchers = tuple(d for d in self._switchers if d is not downtrack)
+
+    def _switch_here(self, packet: RtpPacket, tails: dict[int, tuple[int, bytes, bytes]]) -> None:
+        """A keyframe: the DownTracks waiting for it leave their layer and start with it."""
+        switchers, self._switchers = self._switchers, ()
+        for downtrack in switchers:
+            try:
+                downtrack.finish_switch(self, packet, tails)
+            except Exception:
+                self.forward_errors += 1
+                log.exception("switching %s to layer %s failed", downtrack, self.rid)
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -252,6 +305,8 @@ class Forwarder:
                 errors = self.forward_errors
                 if errors & (errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... failure only
                     log.exception("forwarding to %s failed (%d failures)", downtrack, errors)
+        if keyframe and self._switchers:
+            self._switch_here(packet, tails)
 
     def _forward_native(
         self,
@@ -351,8 +406,8 @@ class Forwarder:
         served: list[tuple[DownTrack, list[RtpPacket], int, _GopItems]] = []
         for entry in replays:
             downtrack, gop, index, items = entry
-            if downtrack.state is not CATCHING_UP:
-                continue  # closed or restarted meanwhile
+            if downtrack.state is not CATCHING_UP or downtrack.forwarder is not self:
+                continue  # closed, restarted or moved to another layer meanwhile
             if budget <= 0:
                 waiting.append(entry)
                 continue

@@ -35,7 +35,7 @@ from relaycast.rtp.rtcp import (
     RtcpSenderReport,
     serialize_compound,
 )
-from relaycast.sdp import Codec, Negotiated, NegotiatedMedia
+from relaycast.sdp import URI_REPAIRED_RID, URI_RID, Codec, Negotiated, NegotiatedMedia
 
 if TYPE_CHECKING:
     from relaycast.media.recording import RecordingTap
@@ -123,6 +123,11 @@ class IngressLeg:
         self._by_mid: dict[str, Track] = {}
         self._primary: dict[int, tuple[NegotiatedMedia, Codec]] = {}
         self._rtx_pt: dict[int, NegotiatedMedia] = {}
+        # simulcast (RFC 8853): the RTP stream id extensions; each layer's Track feeds the
+        # layer's own Forwarder (Forwarder.layer of the stream's video Forwarder)
+        self._rid_ids: tuple[int | None, int | None] = (None, None)
+        #: the layer recorded when the stream is recorded: the offerer's first (preferred) one
+        self.record_rid: str | None = None
         twcc_id: int | None = None
         remb = False
         for media in negotiated.media:
@@ -132,6 +137,12 @@ class IngressLeg:
                 self._primary[codec.payload_type] = (media, codec)
             for rtx_pt in media.rtx.values():
                 self._rtx_pt[rtx_pt] = media
+            if media.rids:
+                self._rid_ids = (
+                    media.extensions.get(URI_RID),
+                    media.extensions.get(URI_REPAIRED_RID),
+                )
+                self.record_rid = media.rids[0]
             if TWCC_URI in media.extensions:
                 twcc_id = media.extensions[TWCC_URI]
             remb = remb or "goog-remb" in media.rtcp_fb
@@ -177,7 +188,7 @@ class IngressLeg:
                     return
                 packet, track = routed
         track.on_packet(packet, now, len(data))
-        if self.recording is not None:
+        if self.recording is not None and (track.rid is None or track.rid == self.record_rid):
             self.recording.rtp(track, packet, arrival_us)
 
     def _unwrap(self, packet: RtpPacket, track: Track) -> RtpPacket | None:
@@ -193,16 +204,27 @@ class IngressLeg:
             return None
 
     def _route_new_ssrc(self, packet: RtpPacket) -> tuple[RtpPacket, Track] | None:
-        """First packet of an SSRC: its payload type tells the m-section (and RTX or not)."""
+        """First packet of an SSRC: its payload type tells the m-section (and RTX or not); in
+        a simulcast section its RTP stream id (RFC 8852), else its place among the SSRCs the
+        offer declared, tells the layer. Later packets are routed by SSRC alone."""
         primary = self._primary.get(packet.payload_type)
         if primary is not None:
             media, codec = primary
-            previous = self._by_mid.get(media.mid)
+            rid: str | None = None
+            if media.rids:
+                rid = self._layer_of(packet, media)
+                if rid is None:
+                    self.counters.bad_packets += 1  # a layer we cannot name (yet)
+                    return None
+            key = media.mid if rid is None else f"{media.mid} {rid}"
+            previous = self._by_mid.get(key)
             if previous is not None:  # the encoder restarted with a new SSRC
                 self.tracks.pop(previous.ssrc, None)
                 if previous.rtx_ssrc is not None:
                     self._rtx.pop(previous.rtx_ssrc, None)
             forwarder = self.forwarders[media.kind]
+            if rid is not None:
+                forwarder = forwarder.layer(rid)
             track = Track(
                 kind=media.kind,
                 codec=codec,
@@ -214,14 +236,15 @@ class IngressLeg:
                 send_rtcp=self.send_rtcp,
                 keyframe_interval=self.keyframe_interval,
                 counters=self.counters,
+                rid=rid,
             )
             self.tracks[packet.ssrc] = track
-            self._by_mid[media.mid] = track
-            forwarder.attach_source(track)
+            self._by_mid[key] = track
+            forwarder.attach_source(track)  # viewers may move to (or among) layers now
             return packet, track
         rtx_media = self._rtx_pt.get(packet.payload_type)
         if rtx_media is not None:
-            owner = self._by_mid.get(rtx_media.mid)
+            owner = self._rtx_owner(packet, rtx_media)
             if owner is None:
                 return None
             owner.rtx_ssrc = packet.ssrc
@@ -229,6 +252,39 @@ class IngressLeg:
             unwrapped = self._unwrap(packet, owner)
             return None if unwrapped is None else (unwrapped, owner)
         self.counters.bad_packets += 1
+        return None
+
+    def _rid(self, packet: RtpPacket, ext_id: int | None) -> str | None:
+        if ext_id is None:
+            return None
+        value = packet.get_extension(ext_id)
+        if not value:
+            return None
+        return value.rstrip(b"\0").decode("ascii", "replace")
+
+    def _layer_of(self, packet: RtpPacket, media: NegotiatedMedia) -> str | None:
+        """The layer of a new media SSRC: its rtp-stream-id (RFC 8852 §3.1), else, when the
+        offer declared one SSRC per layer (OBS), the layer in the same place."""
+        rid = self._rid(packet, self._rid_ids[0])
+        if rid is not None:
+            return rid if rid in media.rids else None
+        ssrcs = media.remote_ssrcs
+        if len(ssrcs) == len(media.rids) and packet.ssrc in ssrcs:
+            return media.rids[ssrcs.index(packet.ssrc)]
+        return None
+
+    def _rtx_owner(self, packet: RtpPacket, media: NegotiatedMedia) -> Track | None:
+        """The Track a new RTX SSRC repairs: the section's, or in a simulcast section the layer
+        its repaired-rtp-stream-id names (RFC 8852 §3.2), else the one whose SSRC the offer
+        paired with it (FID, RFC 5576 §4.2)."""
+        if not media.rids:
+            return self._by_mid.get(media.mid)
+        rid = self._rid(packet, self._rid_ids[1]) or self._rid(packet, self._rid_ids[0])
+        if rid is not None:
+            return self._by_mid.get(f"{media.mid} {rid}")
+        for primary, rtx in media.remote_rtx_ssrcs.items():
+            if rtx == packet.ssrc:
+                return self.tracks.get(primary)
         return None
 
     def on_rtcp(self, packets: list[RtcpPacket], now: float) -> None:

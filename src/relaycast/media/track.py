@@ -32,8 +32,11 @@ class Track:
         send_rtcp: Callable[[bytes], None],
         keyframe_interval: float,
         counters: StreamCounters | None = None,
+        rid: str | None = None,
     ) -> None:
         self.kind = kind
+        #: the simulcast layer's RTP stream id (RFC 8852), None for a single encoding
+        self.rid = rid
         self.codec = codec
         self.codec_name = codec.name.lower()
         self.codec_key = codec_key(codec)
@@ -62,7 +65,10 @@ class Track:
         self.retransmissions = 0
         #: bits/s over the last report interval (the retransmission budgets follow it)
         self.bitrate = 0.0
-        self._rate_mark: tuple[float, int] | None = None
+        #: video frames (RTP timestamps) seen, and frames/s over the last report interval
+        self.frames = 0
+        self.frame_rate = 0.0
+        self._rate_mark: tuple[float, int, int] | None = None
 
     def on_packet(self, packet: RtpPacket, now: float, size: int) -> None:
         """Account for one packet and hand it to the Forwarder."""
@@ -74,6 +80,7 @@ class Track:
         keyframe = False
         if self.kind == "video" and packet.payload and packet.timestamp != self._frame_timestamp:
             self._frame_timestamp = packet.timestamp
+            self.frames += 1
             if is_keyframe_start(self.codec_name, packet.payload):
                 keyframe = True
                 self.keyframes_seen += 1
@@ -109,7 +116,8 @@ class Track:
         mark = self._rate_mark
         if mark is not None and now > mark[0]:
             self.bitrate = (self.bytes - mark[1]) * 8 / (now - mark[0])
-        self._rate_mark = (now, self.bytes)
+            self.frame_rate = (self.frames - mark[2]) / (now - mark[0])
+        self._rate_mark = (now, self.bytes, self.frames)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, coalesced to one per interval (RFC 4585 §6.3.1)."""

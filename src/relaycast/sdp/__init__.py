@@ -31,6 +31,7 @@ from relaycast.sdp.negotiate import (
     negotiate_publish,
 )
 from relaycast.sdp.parse import MAX_SDP_BYTES, SdpError, parse_sdp, parse_sdpfrag
+from relaycast.sdp.simulcast import URI_REPAIRED_RID, URI_RID
 
 __all__ = [
     "AUDIO_CODECS",
@@ -39,6 +40,8 @@ __all__ = [
     "PUBLISH_EXTENSIONS",
     "URI_ABS_SEND_TIME",
     "URI_AUDIO_LEVEL",
+    "URI_REPAIRED_RID",
+    "URI_RID",
     "URI_SDES_MID",
     "URI_TRANSPORT_CC",
     "URI_VIDEO_ORIENTATION",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from relaycast.sdp.model import Codec, MediaSection, SessionDescription
 from relaycast.sdp.negotiate import Negotiated, NegotiatedMedia
+from relaycast.sdp.simulcast import answer_lines as simulcast_answer_lines
 
 _HOST_TYPE_PREFERENCE = 126  # RFC 8445 §5.1.2.2
 _COMPONENT_RTP = 1
@@ -144,6 +145,7 @@ def _accepted_section(
     for uri, ext_id in sorted(nm.extensions.items(), key=lambda item: item[1]):
         lines.append(f"a=extmap:{ext_id} {uri}")
     lines.extend(body)
+    lines.extend(simulcast_answer_lines(nm.rids))
     if send is not None:
         msid = f"{send.stream_id} {send.track_id}"
         lines.append(f"a=msid:{msid}")

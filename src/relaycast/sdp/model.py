@@ -79,6 +79,8 @@ class MediaSection:
     candidates: list[str] = field(default_factory=list)
     msid: str | None = None
     rids: list[str] = field(default_factory=list)
+    #: ``a=rid`` id -> (direction, restrictions) as written (RFC 8851 §10)
+    rid_params: dict[str, tuple[str, str]] = field(default_factory=dict)
     ice_options: list[str] = field(default_factory=list)
     # extras beyond the shared contract
     simulcast: str | None = None

@@ -16,6 +16,7 @@ from relaycast.sdp.codecs import (
     unsupported_reason,
 )
 from relaycast.sdp.model import Codec, MediaSection, SessionDescription
+from relaycast.sdp.simulcast import URI_REPAIRED_RID, URI_RID, send_layers
 
 URI_SDES_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
@@ -69,6 +70,9 @@ class NegotiatedMedia:
     remote_ssrcs: list[int] = field(default_factory=list)
     remote_rtx_ssrcs: dict[int, int] = field(default_factory=dict)
     rejected: bool = True
+    #: simulcast: the RTP stream ids of the accepted layers, in the offerer's order
+    #: (RFC 8853 §5.2); empty for a single encoding
+    rids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -197,14 +201,9 @@ def _bundle_mids(offer: SessionDescription, media: list[NegotiatedMedia]) -> lis
 def negotiate_publish(offer: SessionDescription) -> Negotiated:
     """Negotiate a WHIP publish offer (RFC 9725 §4.2): accept one audio and one video
     sendonly/sendrecv section, each with the first supported codec in the offerer's order
-    (RFC 3264 §6.1) plus its RTX; reject everything else with port 0."""
-    for index, m in enumerate(offer.media):
-        if m.kind in ("audio", "video") and (m.simulcast is not None or m.rids):
-            layers = ", ".join(m.rids) or m.simulcast or ""
-            raise NegotiationError(
-                f"simulcast is not supported; publish a single encoding ({m.describe(index)} "
-                f"offers rids {layers})"
-            )
+    (RFC 3264 §6.1) plus its RTX; reject everything else with port 0. A video section that
+    offers simulcast (RFC 8853) keeps its layers (``NegotiatedMedia.rids``) and the RTP
+    stream id extensions that name them (RFC 8852)."""
     media: list[NegotiatedMedia] = []
     kinds_done: set[str] = set()
     problems: list[str] = []
@@ -235,6 +234,11 @@ def negotiate_publish(offer: SessionDescription) -> Negotiated:
                 continue
             extensions[uri] = ext_id
         transport_cc = URI_TRANSPORT_CC in extensions
+        rids = send_layers(m, codec.payload_type) if m.kind == "video" else []
+        if rids:  # the RTP stream id extensions tell the layers apart (RFC 8852 §3)
+            for ext_id, uri in sorted(m.extmaps.items()):
+                if uri in (URI_RID, URI_REPAIRED_RID) and uri not in extensions:
+                    extensions[uri] = ext_id
         primary, fid = _ssrcs(m)
         media.append(
             NegotiatedMedia(
@@ -249,6 +253,7 @@ def negotiate_publish(offer: SessionDescription) -> Negotiated:
                 remote_ssrcs=primary,
                 remote_rtx_ssrcs=fid,
                 rejected=False,
+                rids=rids,
             )
         )
         kinds_done.add(m.kind)

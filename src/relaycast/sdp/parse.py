@@ -252,10 +252,14 @@ def _media_attr(
     elif name == "msid":
         m.msid = value
     elif name == "rid":
-        rid = value.split()[0] if value.split() else ""
+        parts = value.split(maxsplit=2)
+        rid = parts[0] if parts else ""
         if not rid:
             raise SdpError(f"line {number}: a=rid without an id (RFC 8851 §10): {_q(line)}")
-        m.rids.append(rid)
+        if rid not in m.rid_params:
+            m.rids.append(rid)
+        direction = parts[1] if len(parts) > 1 else ""
+        m.rid_params[rid] = (direction, parts[2] if len(parts) > 2 else "")
     elif name == "simulcast":
         m.simulcast = value
     elif name == "bundle-only":
