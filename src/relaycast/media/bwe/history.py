@@ -91,7 +91,7 @@ class PySequencer:
         capacity = self.capacity
         for ext in range(base_ext, base_ext + count):
             index = ext % capacity
-            if self._ext[index] == ext:
+            if ext >= 0 and self._ext[index] == ext:
                 out.append((self._times[index], self._sizes[index]))
             else:
                 out.append(None)
