@@ -29,6 +29,8 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 # network namespaces and a real TURN server for the ICE-TCP and TURN tests
 command -v ip >/dev/null || missing+=(iproute2)
 command -v turnserver >/dev/null || [ -x /usr/bin/turnserver ] || missing+=(coturn)
+# a real Redis for the cluster tests (they start their own on a lab address)
+command -v redis-server >/dev/null || missing+=(redis-server)
 gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi
   gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)

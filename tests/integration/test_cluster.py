@@ -206,6 +206,14 @@ async def test_cluster_publish_watch_reconnect_failures(tmp_path: Path) -> None:
                 nodes = {n["url"]: n for n in cluster.get(f"{base_c}/api/cluster")["nodes"]}
                 assert set(nodes) == {base_a, base_b, base_c}, nodes
                 assert nodes[base_a]["streams"] == ["live"], nodes
+                # the dashboard shows the cluster
+                dashboard = await (await browser.new_context()).new_page()
+                await dashboard.goto(f"{base_a}/")
+                await dashboard.wait_for_function(
+                    "() => document.querySelectorAll('#cluster-nodes tr').length === 3"
+                )
+                assert await dashboard.is_visible("#cluster")
+                await dashboard.close()
 
                 # 2. outsiders: a claim without proof, a wrong secret, a node with a wrong secret
                 whep_a = f"{base_a}/whep/live"

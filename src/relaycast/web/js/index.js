@@ -9,6 +9,7 @@
 // Test hooks: window.relaycast = {streams, server, connected}
 
 import { drawChart, formatBps, formatDuration, shortBps } from "./charts.js";
+import "./cluster.js"; // the cluster card (GET /api/cluster), shown only with --cluster
 import { byId } from "./dom.js";
 
 /** @typedef {[number, number, number, number]} Sample  [time s, ingress bit/s, egress bit/s, viewers] */
