@@ -74,6 +74,11 @@ export class WhipClient extends WebRtcClient {
 
   /** The video encodings for addTransceiver, or null for the browser's default. */
   videoEncodings() {
+    if (this.encodings.length > 1 && /^(vp9|av1)$/i.test(this.videoCodec)) {
+      // Chromium encodes several VP9/AV1 encodings without a scalabilityMode as one SVC
+      // stream; one spatial layer each makes them real simulcast
+      return this.encodings.map((e) => ({ scalabilityMode: "L1T1", ...e }));
+    }
     if (this.encodings.length) return this.encodings.map((e) => ({ ...e }));
     if (!this.maxBitrate && !this.maxFramerate) return null;
     /** @type {RTCRtpEncodingParameters} */
