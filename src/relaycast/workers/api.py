@@ -25,6 +25,7 @@ from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
 from relaycast.http.signalling import SERVER_KEY
 from relaycast.http.tokens import visible_streams
+from relaycast.workers.steering import describe_steering
 
 if TYPE_CHECKING:
     from relaycast.workers.steering import Handler, Steering
@@ -36,7 +37,9 @@ METRICS_PATH = "/metrics"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?(\s.*)$")
 
 
-def local_state(app: web.Application, index: int) -> dict[str, Any]:
+def local_state(
+    app: web.Application, index: int, counters: dict[str, int] | None = None
+) -> dict[str, Any]:
     """This worker's part: its streams as the API describes them, its totals and counters."""
     stats = app[STATS_KEY]
     server = app[SERVER_KEY]
@@ -53,6 +56,7 @@ def local_state(app: web.Application, index: int) -> dict[str, Any]:
         "streams": streams,
         "totals": stats.totals,
         "sessions": len(server.sessions),
+        "counters": counters or {},
     }
 
 
@@ -69,7 +73,17 @@ class WorkerApi:
     async def state(self, request: web.Request) -> web.Response:
         if not self.steering.is_internal(request):
             raise ProblemError(403, "Forbidden", "internal to relaycast's workers")
-        return web.json_response(local_state(self.app, self.index))
+        return web.json_response(self._local())
+
+    def _local(self) -> dict[str, Any]:
+        steering = self.steering
+        counters = {
+            **describe_steering(steering),
+            **steering.relay.stats(),
+            "link_messages_dropped": steering.links.dropped,
+            "pinned_sockets": len(steering.server.mux.pinned),
+        }
+        return local_state(self.app, self.index, counters)
 
     async def _ask(self, index: int, path: str, headers: dict[str, str]) -> tuple[int, Any]:
         session = self.steering.client(index)
@@ -86,7 +100,7 @@ class WorkerApi:
         answers = await asyncio.gather(
             *(self._ask(i, STATE_PATH, headers) for i in peers), return_exceptions=True
         )
-        out = [local_state(self.app, self.index)]
+        out = [self._local()]
         for index, answer in zip(peers, answers, strict=True):
             if isinstance(answer, BaseException) or answer[0] != 200:
                 out.append({"worker": index, "up": False, "streams": [], "totals": {}})
@@ -178,6 +192,7 @@ class WorkerApi:
                 "viewers": s["totals"].get("viewers", 0),
                 "cpu_percent": s["totals"].get("cpu_percent"),
                 "memory_rss_bytes": s["totals"].get("memory_rss_bytes"),
+                **s.get("counters", {}),
             }
             for s in states
         ]

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +34,7 @@ _HELLO = struct.Struct("!cH")
 BUFFER_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE = 65536
 READS_PER_WAKEUP = 256
-RECONNECT_INTERVAL = 0.2
+RECONNECT_INTERVAL = 0.05
 _FDS_SPACE = socket.CMSG_SPACE(4 * struct.calcsize("i"))
 
 #: ``handler(sender index, message, received file descriptors)``
@@ -109,6 +110,15 @@ class PeerLinks:
 
     def up(self, peer: int) -> bool:
         return peer in self._out
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Until a link to every peer is up (a worker serves once it can steer), or timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self._out) < self.count - 1:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     # -- outbound -------------------------------------------------------------------------------
 

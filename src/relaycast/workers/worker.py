@@ -28,6 +28,8 @@ from relaycast.workers.steering import Steering
 
 log = logging.getLogger(__name__)
 
+LINK_TIMEOUT = 5.0  # a starting worker waits this long for its links to every peer (s)
+
 
 def worker_config(config: Config, count: int) -> Config:
     """The settings of one of ``count`` workers: the server-wide caps (sessions, viewers per
@@ -70,6 +72,8 @@ class WorkerNode:
 
         async def lifetime(app: web.Application) -> object:
             links.start()
+            if not await links.wait_connected(LINK_TIMEOUT):
+                log.warning("worker %d: not every peer is reachable yet", plan.index)
             yield
             links.close()
             await steering.close()
