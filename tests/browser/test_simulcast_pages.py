@@ -175,6 +175,21 @@ async def test_streamer_page_publishes_three_layers_at_720p(browser: Browser, se
         assert stats["video"]["height"] == 720, "the panel's resolution is the top layer's"
         assert stats["video"]["bytes"] == sum(layer["bytes"] for layer in stats["layers"])
 
+        # below 720p while live: the two smaller layers off, the top one with the preset's
+        # bitrate; back at 720p: all three on again (same connection)
+        await pub.evaluate("() => relaycast.setPreset('480p')")
+        encodings = await pub.evaluate(ENCODINGS_JS)
+        assert [(e["rid"], e["active"]) for e in encodings] == [
+            ("f", True),
+            ("h", False),
+            ("q", False),
+        ]
+        assert encodings[0]["maxBitrate"] == 1_200_000
+        await pub.evaluate("() => relaycast.setPreset('720p')")
+        encodings = await pub.evaluate(ENCODINGS_JS)
+        assert [e["active"] for e in encodings] == [True, True, True]
+        assert [e["maxBitrate"] for e in encodings] == [2_500_000, 550_000, 200_000]
+
         # the server's view of the stream (issue 9: "layers" in /api/streams/{stream})
         info = get_json(f"{server.http}/api/streams/sim")
         assert sorted(layer["rid"] for layer in info["layers"]) == ["f", "h", "q"], info
