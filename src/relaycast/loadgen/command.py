@@ -52,6 +52,13 @@ def add_bench_command(subparsers: Any) -> None:
     p.add_argument("--server-cpus", type=_cpus, metavar="LIST", help="default: first CPU")
     p.add_argument("--load-cpus", type=_cpus, metavar="LIST", help="default: the other CPUs")
     p.add_argument("--workers", type=int, default=0, help="viewer processes (default: auto)")
+    p.add_argument(
+        "--server-workers",
+        type=int,
+        metavar="N",
+        help="start relaycast with --workers N (give it N --server-cpus; the server's CPU is "
+        "then that of all its processes, each listed)",
+    )
     p.add_argument("--resolution", default="1280x720", help="video size (default 1280x720)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
@@ -112,6 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         server_pid=args.server_pid,
         keep_dir=args.keep,
         verbose=not args.quiet,
+        server_args=["--workers", str(args.server_workers or 1)],
     )
     try:
         result = run_bench(opts)

@@ -266,22 +266,40 @@ class _ServerProbe:
     def __init__(self, pid: int | None) -> None:
         self.proc = psutil.Process(pid) if pid else None
 
+    def _processes(self) -> list[psutil.Process]:
+        """The server and its worker processes (relaycast serve --workers N)."""
+        if self.proc is None:
+            return []
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.Error:
+            return [self.proc]
+
+    def per_process(self) -> dict[int, float]:
+        """CPU seconds so far of each of the server's processes, by PID."""
+        out: dict[int, float] = {}
+        for proc in self._processes():
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            out[proc.pid] = float(t.user + t.system)
+        return out
+
     def cpu_seconds(self) -> float | None:
         if self.proc is None:
             return None
-        try:
-            t = self.proc.cpu_times()
-            return float(t.user + t.system)
-        except psutil.Error:
-            return None
+        times = self.per_process()
+        return sum(times.values()) if times else None
 
     def rss(self) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            return int(self.proc.memory_info().rss)
-        except psutil.Error:
-            return None
+        total = 0
+        for proc in self._processes():
+            try:
+                total += int(proc.memory_info().rss)
+            except psutil.Error:
+                continue
+        return total or None
 
 
 def _load_cpu_seconds(procs: list[Any]) -> float:
@@ -463,9 +481,15 @@ def _run(
         ports = {int(viewers[i]["port"]) for i in present}
         drops0 = drops_snapshot(ports, server_pid)
         load0, viewers0 = _load_cpu_seconds(procs), _load_cpu_seconds(procs[1:])
+        per0 = probe.per_process()
         cpu0, t0 = probe.cpu_seconds(), time.time_ns()
         queues = _sample_queues(ports, server_pid, opts.duration)
         cpu1, t1 = probe.cpu_seconds(), time.time_ns()
+        per1 = probe.per_process()
+        span_s = (t1 - t0) / 1e9
+        per_process = {
+            pid: round((per1[pid] - per0[pid]) / span_s * 100, 1) for pid in per1 if pid in per0
+        }
         load1, viewers1 = _load_cpu_seconds(procs), _load_cpu_seconds(procs[1:])
         drops1 = drops_snapshot(ports, server_pid)
         rss = probe.rss()
@@ -476,6 +500,7 @@ def _run(
             "joined": joined,
             "join_s": join_s,
             "server_cpu_percent": cpu,
+            "server_process_cpu_percent": per_process,
             "load_cpu_percent": (load1 - load0) / ((t1 - t0) / 1e9) * 100,
             "viewer_cpu_percent": (viewers1 - viewers0) / ((t1 - t0) / 1e9) * 100,
             "server_rss_bytes": rss,
@@ -486,7 +511,8 @@ def _run(
         load_core = window["load_cpu_percent"] / load_core_count(opts)
         _log(
             opts,
-            f"  window done: server CPU {cpu if cpu is None else round(cpu, 1)} %, "
+            f"  window done: server CPU {cpu if cpu is None else round(cpu, 1)} % "
+            f"(per process {per_process}), "
             f"load core {load_core:.0f} %",
         )
         if cpu is not None and cpu > 97 and opts.ramp:
