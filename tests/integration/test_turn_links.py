@@ -42,6 +42,8 @@ def check_coturn_style(username: str, credential: str, name: str, ttl: int) -> N
 def parse_links(values: list[str]) -> list[dict[str, str | None]]:
     out = []
     for value in values:
+        if 'rel="urn:ietf:params:whep:ext:core:layer"' in value:
+            continue  # the WHEP layer extension (WHEP answers), not an ICE server
         match = LINK_RE.match(value)
         assert match is not None, value
         out.append(match.groupdict())

@@ -426,7 +426,8 @@ async def test_ice_server_link_header(
         assert d.status == 200
     response, text = await post(http, f"{server.http}/whep/live", await make_offer(send=False))
     assert response.status == 201, text
-    assert response.headers.getall("Link") == [link]
+    layer = f'<{response.headers["Location"]}/layer>; rel="urn:ietf:params:whep:ext:core:layer"'
+    assert response.headers.getall("Link") == [link, layer]  # + the WHEP layer extension
     async with http.delete(f"{server.http}{response.headers['Location']}") as d:
         assert d.status == 200
     async with http.options(f"{server.http}/whip/live", headers={"Origin": ORIGIN}) as r:

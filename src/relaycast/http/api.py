@@ -146,6 +146,7 @@ def describe(info: StreamSnapshot, stats: StreamStats) -> dict[str, Any]:
         "height": size.height if size else None,
         "resolution": str(size) if size else None,
         "watch_url": f"/watch/{info.name}",
+        "layer_viewers": info.layer_viewers,  # simulcast: viewers per layer (rid)
     }
 
 
@@ -181,7 +182,10 @@ async def list_streams(request: web.Request) -> web.Response:
 async def get_stream(request: web.Request) -> web.Response:
     name = require_stream_name(request.match_info["stream"])
     info = _find(media_server(request), name, request)
-    return web.json_response(describe(info, request.app[STATS_KEY]))
+    body = describe(info, request.app[STATS_KEY])
+    body["layers"] = info.layers  # simulcast: the layers, lowest first, and each viewer's
+    body["viewer_layers"] = info.viewer_layers
+    return web.json_response(body)
 
 
 def history_json(stats: StreamStats, name: str) -> dict[str, Any]:

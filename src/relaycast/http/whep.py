@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from relaycast.cluster.http import CLUSTER_KEY, is_node_request, node_play
+from relaycast.http import layers
 from relaycast.http.limits import ADMISSION_KEY
 from relaycast.http.pages import require_stream_name
 from relaycast.http.problems import ProblemError
@@ -52,7 +53,10 @@ async def post(request: web.Request) -> web.Response:
     except NegotiationError as exc:
         raise ProblemError(exc.status, "Cannot play this stream here", str(exc)) from exc
     admission.admitted(subscriber.id, client)
-    return created(request, subscriber, f"/whep/{stream}/{subscriber.id}")
+    location = f"/whep/{stream}/{subscriber.id}"
+    response = created(request, subscriber, location)
+    response.headers.add("Link", layers.link_header(location))  # the layer extension
+    return response
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -69,3 +73,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/whep/{stream}", post)
     app.router.add_patch("/whep/{stream}/{session}", patch)
     app.router.add_delete("/whep/{stream}/{session}", delete)
+    layers.add_routes(app)

@@ -238,11 +238,15 @@ class Forwarder:
         publishers as this one does)."""
         forwarder = self.layers.get(rid)
         if forwarder is None:
-            forwarder = Forwarder(self.kind, use_native=self.native is not None)
+            forwarder = self._new_layer(rid)
             forwarder.rid = rid
             forwarder.parent = self
             self.layers[rid] = forwarder
         return forwarder
+
+    def _new_layer(self, rid: str) -> Forwarder:
+        """A new layer's Forwarder (a subclass, such as a relay's, makes its own kind)."""
+        return Forwarder(self.kind, use_native=self.native is not None)
 
     def _sources_changed(self) -> None:
         root = self.parent or self

@@ -21,12 +21,16 @@ The rules (docs/design.md, "Simulcast"):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from relaycast.rtp.resolution import FrameSize
 
 if TYPE_CHECKING:
     from relaycast.media.forwarder import Forwarder
+    from relaycast.media.stream import Stream
 
 UP_FACTOR = 1.15  # the estimate must exceed the higher layer's bitrate by this much ...
 UP_HOLD = 3.0  # ... for this long (s) before we step up
@@ -216,3 +220,50 @@ class ViewerEstimate:
         if self._loss_based is not None:
             values.append(self._loss_based)
         return int(min(values)) if values else None
+
+
+def video_frame_size(video: Forwarder) -> FrameSize | None:
+    """The stream's picture size: the single encoding's cached keyframe, else the largest
+    layer's."""
+    size = video.frame_size()
+    if size is not None or not video.layers:
+        return size
+    sizes = [s for s in (f.frame_size() for f in video.layers.values()) if s is not None]
+    return max(sizes, key=lambda s: s.width * s.height) if sizes else None
+
+
+def viewer_id(session_id: str) -> str:
+    """A viewer's name in the public API: not its session id, which is the capability to
+    change or end its session."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
+def layer_snapshot(stream: Stream, now: float) -> dict[str, Any]:
+    """The stream's layers, each viewer's layer and the viewers per layer (the API's
+    ``layers``, ``viewer_layers`` and ``layer_viewers``)."""
+    video = stream.forwarders["video"]
+    infos = layer_infos(video, now)
+    viewers: list[dict[str, Any]] = []
+    counts: dict[str, int] = {info.rid: 0 for info in infos}
+    for subscriber in stream.subscribers:
+        downtrack = subscriber.video
+        if downtrack is None or not infos:
+            continue
+        layer = downtrack.layer
+        if layer is not None:
+            counts[layer] = counts.get(layer, 0) + 1
+        viewers.append(
+            {
+                "id": viewer_id(subscriber.id),
+                "layer": layer,
+                "target": downtrack.target_layer,
+                "mode": subscriber.layers.mode,
+                "estimate_bps": subscriber.estimate_bps(now),
+                "reason": downtrack.layer_reason,
+            }
+        )
+    return {
+        "layers": [info.as_json() for info in infos],
+        "viewer_layers": viewers,
+        "layer_viewers": counts,
+    }

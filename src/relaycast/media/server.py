@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from relaycast import native
 from relaycast.config import Config
 from relaycast.media.forwarder import Forwarder
+from relaycast.media.layers import layer_snapshot, video_frame_size
 from relaycast.media.publisher import Publisher
 from relaycast.media.recording import Recorder
 from relaycast.media.session import Session
@@ -311,7 +312,10 @@ class MediaServer:
                     audio_codec=codecs["audio"].name if "audio" in codecs else None,
                     live_for=live_for,
                     counters=counters,
-                    frame_size=stream.forwarders["video"].frame_size() if stream.live else None,
+                    frame_size=video_frame_size(stream.forwarders["video"])
+                    if stream.live
+                    else None,
+                    **layer_snapshot(stream, time.monotonic()),
                 )
             )
         publishers = sum(1 for s in self.sessions.values() if s.role == "publisher")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from relaycast.rtp.resolution import FrameSize
 
@@ -155,6 +156,11 @@ class StreamSnapshot:
     counters: dict[str, int]
     #: the picture size the cached keyframe announces (SPS, VP8/VP9/AV1 headers), if any
     frame_size: FrameSize | None = None
+    #: simulcast (media/layers.py ``layer_snapshot``): the layers (lowest first), each
+    #: viewer's layer, and how many viewers each layer has
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    viewer_layers: list[dict[str, Any]] = field(default_factory=list)
+    layer_viewers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
