@@ -21,7 +21,7 @@
 // automatic mode off until the "automatic" switch is turned back on.
 //
 // Quality (simulcast): when the server has the WHEP layer extension (js/layers.js), the page
-// polls the session's layer resource every second while the session is up and shows a quality
+// polls the session's layer resource every second while playing and shows a quality
 // menu: Auto and each layer by its height, the layer being received and the server's reason.
 // Choosing a layer pins it (POST {"mediaId": mid, "encodingId": rid}); Auto sends {}. A server
 // without the extension (404): no menu.
@@ -462,6 +462,7 @@ function startLayers(pc, client) {
   const resource = client.layerResource();
   if (!resource) return;
   rc.layers.url = resource.url;
+  rc.layers.polls = 0;
   rc.layers.announced = resource.announced;
   layerControl = new LayerControl({
     url: resource.url,
@@ -469,7 +470,8 @@ function startLayers(pc, client) {
     mediaId: () => client.videoMid(),
     token,
     onUpdate: (control) => showLayers(control),
-    shouldPoll: () => rc.pc === pc && !document.hidden,
+    // while playing (and once at the start, to know whether there is a menu at all)
+    shouldPoll: () => rc.pc === pc && !document.hidden && (rc.state === "live" || rc.layers.polls === 0),
   });
   layerControl.start();
 }
