@@ -760,7 +760,9 @@ function limitText(s) {
   const parts = [];
   for (const l of s.layers) {
     const c = layerCondition(l);
-    if (c.state === "dropped" || c.state === "limited") parts.push(`${l.rid}: ${c.text}`);
+    const why = l.qualityLimitationReason && l.qualityLimitationReason !== "none" ? ` (${l.qualityLimitationReason})` : "";
+    if (c.state === "dropped") parts.push(`${l.rid} dropped${why}`);
+    if (c.state === "limited") parts.push(`${l.rid} limited${why}`);
   }
   return parts.length ? parts.join(", ") : "none";
 }
@@ -794,7 +796,7 @@ function showLayers(s) {
     const cells = [
       l.rid,
       l.width && l.height ? `${l.width} × ${l.height}` : "—",
-      l.fps != null ? `${Math.round(l.fps)} fps` : "0 fps",
+      l.fps != null ? `${Math.round(l.fps)} fps` : c.state === "dropped" ? "0 fps" : "—",
       l.kbps != null ? formatBps(l.kbps * 1000) : "—",
       c.text,
     ];

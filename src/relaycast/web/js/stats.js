@@ -35,6 +35,7 @@
  * @property {number | null} kbps  since the previous sample
  * @property {number} bytes
  * @property {number | null} frames
+ * @property {number | null} newFrames  frames sent since the previous sample (null: first sample)
  * @property {string | null} qualityLimitationReason  none | cpu | bandwidth | other
  * @property {boolean} active  the sender's encoding is on (RTCRtpEncodingParameters.active)
  * @property {number | null} targetBitrate
@@ -74,7 +75,7 @@ export class RtpStatsSampler {
   async sample() {
     /** @type {RtpSample} */
     const out = { video: null, audio: null, remote: null, pair: null, layers: [], videoStreams: 0, at: performance.now() };
-    /** @type {{sample: KindSample, rid: string | null, active: boolean, encoder: string | null}[]} */
+    /** @type {{sample: KindSample, rid: string | null, active: boolean, encoder: string | null, newFrames: number | null}[]} */
     const videos = [];
     const report = await this.pc.getStats();
     /** @type {Map<string, string>} */
@@ -105,6 +106,7 @@ export class RtpStatsSampler {
       const bytes = inbound ? s.bytesReceived : s.bytesSent;
       const packets = inbound ? s.packetsReceived : s.packetsSent;
       const prev = this.prev.get(s.id);
+      const newFrames = prev && !inbound ? (s.framesSent ?? 0) - (prev.framesSent ?? 0) : null;
       this.prev.set(s.id, s);
       let kbps = null;
       let lossPercent = null;
@@ -142,7 +144,7 @@ export class RtpStatsSampler {
         targetBitrate: s.targetBitrate ?? null,
       };
       if (kind === "video" && !inbound) {
-        videos.push({ sample, rid: s.rid ?? null, active: s.active ?? true, encoder: s.encoderImplementation ?? null });
+        videos.push({ sample, rid: s.rid ?? null, active: s.active ?? true, encoder: s.encoderImplementation ?? null, newFrames });
       } else {
         out[kind] = sample;
       }
@@ -160,6 +162,7 @@ export class RtpStatsSampler {
           kbps: v.sample.kbps,
           bytes: v.sample.bytes,
           frames: v.sample.frames,
+          newFrames: v.newFrames,
           qualityLimitationReason: v.sample.qualityLimitationReason,
           active: v.active,
           targetBitrate: v.sample.targetBitrate,
@@ -201,7 +204,9 @@ export function combineLayers(samples) {
 export function layerCondition(layer) {
   const why = layer.qualityLimitationReason && layer.qualityLimitationReason !== "none" ? layer.qualityLimitationReason : "";
   if (!layer.active) return { state: "off", text: "off" };
-  if (!layer.fps) return { state: "dropped", text: why ? `dropped (${why})` : "dropped: 0 frames/s" };
+  // no new frame since the last sample (framesPerSecond alone flickers to 0 at low rates)
+  const idle = layer.newFrames != null ? layer.newFrames === 0 : !layer.fps;
+  if (idle) return { state: "dropped", text: why ? `dropped (${why})` : "dropped: 0 frames/s" };
   if (why) return { state: "limited", text: `limited by ${why}` };
   return { state: "ok", text: "sending" };
 }
