@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from relaycast.config import MAX_WORKERS, ConfigError, load_config
 from relaycast.net.ice_lite import ICE_CHARS, IceLite
 from relaycast.workers.api import merge_expositions
