@@ -104,6 +104,8 @@ class Node:
         log = self.lab.tmp / f"{self.name}.log"
         command = [sys.executable, "-m", "relaycast", "serve", "--host", self.ip]
         command += ["--port", str(port), "--udp-port", str(udp_port), "--public-ip", self.ip]
+        if "--workers" not in args:  # one process per node unless a test asks for workers
+            command += ["--workers", "1"]
         proc = self.spawn([*command, "--no-host-candidates", *args], log=log, env=python_env())
         deadline = time.monotonic() + 20
         while "relaycast listening" not in log.read_text(errors="replace"):
