@@ -139,41 +139,53 @@ async def test_streamer_page_publishes_three_layers_at_720p(browser: Browser, se
         sc = await pub.evaluate("() => relaycast.simulcast")
         assert sc["layers"] == 3 and sc["rids"] == ["f", "h", "q"] and sc["note"] == "", sc
 
-        # every layer sends frames (Chromium's estimate ramps up: the top layer comes last)
+        # every layer sends frames (Chromium's estimate ramps up: the top layer comes last;
+        # under CPU load the encoder may pause one again for a while: remember what was seen)
         await pub.wait_for_function(
-            "async () => { const l = []; (await relaycast.pc.getStats()).forEach((s) => {"
+            "async () => { const seen = (window.__seen ??= {});"
+            " (await relaycast.pc.getStats()).forEach((s) => {"
             " if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesSent > 0"
-            " && s.frameHeight) l.push(s.rid); }); return l.length === 3; }",
+            " && s.frameHeight) seen[s.rid] = {rid: s.rid, width: s.frameWidth,"
+            " height: s.frameHeight, frames: s.framesSent}; });"
+            " return Object.keys(seen).length === 3; }",
             timeout=45_000,
         )
-        outbound = await pub.evaluate(OUTBOUND_JS)
+        outbound = sorted(
+            (await pub.evaluate("() => Object.values(window.__seen)")),
+            key=lambda o: -o["height"],
+        )
         print(f"[simulcast] outbound-rtp {outbound}")
         assert [(o["rid"], o["width"], o["height"]) for o in outbound] == [
             ("f", 1280, 720),
             ("h", 640, 360),
             ("q", 320, 180),
         ]
+        assert len(await pub.evaluate(OUTBOUND_JS)) == 3, "one outbound-rtp per rid"
 
-        # the panel: one row per layer, with its size; the summary
-        await pub.wait_for_function(
-            "() => relaycast.stats && relaycast.stats.layers.length === 3"
-            " && document.querySelectorAll('#layers-body tr').length === 3",
-            timeout=10_000,
+        # the panel: one row per layer, with its size (all three sending at one moment: the
+        # encoder may pause a layer for a while under load); the summary
+        handle = await pub.wait_for_function(
+            """() => {
+              const rows = [...document.querySelectorAll('#layers-body tr')].map((tr) =>
+                [tr.dataset.rid, tr.dataset.state, ...[...tr.cells].map((td) => td.textContent)]);
+              const s = relaycast.stats;
+              const ok = rows.length === 3 && rows.every((r) => r[1] !== 'dropped')
+                && s && s.video && s.video.height === 720;
+              return ok && {rows, stats: s};
+            }""",
+            timeout=30_000,
         )
-        rows = await pub.evaluate(
-            "() => [...document.querySelectorAll('#layers-body tr')].map((tr) =>"
-            " [tr.dataset.rid, tr.dataset.state, ...[...tr.cells].map((td) => td.textContent)])"
-        )
+        shown = await handle.json_value()
+        rows, stats = shown["rows"], shown["stats"]
         print(f"[simulcast] panel {rows}")
         assert await pub.is_visible("#layers")
         assert [r[0] for r in rows] == ["f", "h", "q"]
         assert [r[3] for r in rows] == ["1280 × 720", "640 × 360", "320 × 180"]
-        assert all(r[1] in ("ok", "limited", "dropped") for r in rows)
+        assert all(r[1] in ("ok", "limited") for r in rows)
+        assert stats["video"]["width"] == 1280, "the panel's resolution is the top layer's"
+        assert stats["video"]["bytes"] == sum(layer["bytes"] for layer in stats["layers"])
         assert re.fullmatch(r"[0-3] of 3 sending", await pub.text_content("#st-simulcast") or "")
         assert "3 layers" in (await pub.text_content("#simulcast-hint") or "")
-        stats = await pub.evaluate("() => relaycast.stats")
-        assert stats["video"]["height"] == 720, "the panel's resolution is the top layer's"
-        assert stats["video"]["bytes"] == sum(layer["bytes"] for layer in stats["layers"])
 
         # below 720p while live: the two smaller layers off, the top one with the preset's
         # bitrate; back at 720p: all three on again (same connection)
