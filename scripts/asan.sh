@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the native fan-out kernel with AddressSanitizer + UBSan and run its equivalence tests
-# (live fan-out, fast-start replay, NACK answers and RTX against the Python path) and a long fuzz
+# (live fan-out, fast-start replay, NACK answers and RTX, transport-wide sequence numbers against
+# the Python path) and a long fuzz
 # of all its entry points (hostile sizes, layouts, packet lists, indexes) against that build.
 #
 # Works on a copy of the tree in a temporary directory, so the checkout's own build of the
@@ -36,5 +37,6 @@ export RELAYCAST_FUZZ_EXAMPLES="${RELAYCAST_FUZZ_EXAMPLES:-3000}"
 export RELAYCAST_NATIVE=1
 echo "== equivalence tests + fuzz ($RELAYCAST_FUZZ_EXAMPLES examples) under ASan/UBSan"
 LD_PRELOAD="$LIBASAN $LIBUBSAN" "$PYTHON" -m pytest -q -p no:cacheprovider \
-  tests/unit/test_native_fanout.py tests/unit/test_forwarding.py tests/unit/test_bench_fanout.py
+  tests/unit/test_native_fanout.py tests/unit/test_native_twcc.py tests/unit/test_forwarding.py \
+  tests/unit/test_bench_fanout.py
 echo "== asan: clean"

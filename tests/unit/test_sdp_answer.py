@@ -163,7 +163,11 @@ def test_play_answer_with_send_ssrcs() -> None:
     }
     assert audio.ssrcs == {3333: {"cname": "relaycast", "msid": "stream-a audio-t"}}
     assert audio.ssrc_groups == []
-    assert video.codecs[0].rtcp_fb == ["nack", "nack pli", "ccm fir"]
+    # TWCC to viewers: the transport-wide sequence number extension and its feedback
+    assert video.codecs[0].rtcp_fb == ["nack", "nack pli", "ccm fir", "transport-cc"]
+    assert "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01" in (
+        video.extmaps.values()
+    )
     assert answer.extmap_allow_mixed
 
 

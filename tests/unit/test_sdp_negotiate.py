@@ -9,6 +9,7 @@ import pytest
 from relaycast.sdp import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
+    URI_PLAYOUT_DELAY,
     URI_SDES_MID,
     URI_TRANSPORT_CC,
     URI_VIDEO_ORIENTATION,
@@ -210,8 +211,20 @@ def test_play_not_live_accepts_all_supported(name: str) -> None:
     for c in video.codecs:
         assert c.payload_type in video.rtx  # every browser offers RTX for these
     assert [codec_key(c) for c in audio.codecs] == ["opus"]
-    assert set(video.extensions) <= {URI_SDES_MID, URI_VIDEO_ORIENTATION, URI_AUDIO_LEVEL}
-    assert set(video.rtcp_fb) <= {"nack", "nack pli", "ccm fir"} and "nack" in video.rtcp_fb
+    assert set(video.extensions) <= {
+        URI_SDES_MID,
+        URI_VIDEO_ORIENTATION,
+        URI_AUDIO_LEVEL,
+        URI_TRANSPORT_CC,
+        URI_PLAYOUT_DELAY,
+    }
+    # TWCC to viewers: our own transport-wide numbers, with the feedback to match
+    offered = set(desc.media[video.index].extmaps.values())
+    assert (URI_TRANSPORT_CC in video.extensions) == (URI_TRANSPORT_CC in offered)
+    assert ("transport-cc" in video.rtcp_fb) == (URI_TRANSPORT_CC in video.extensions)
+    assert URI_PLAYOUT_DELAY not in audio.extensions
+    assert set(video.rtcp_fb) <= {"nack", "nack pli", "ccm fir", "transport-cc"}
+    assert "nack" in video.rtcp_fb
     assert audio.remote_ssrcs == []
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from relaycast.media.downtrack import DownTrack
+from relaycast.media.feedback.congestion import ViewerCongestion
 from relaycast.media.layers import ViewerEstimate
 from relaycast.media.stats import StreamCounters
 from relaycast.net.sink import NULL_SINK, PacketSink
@@ -32,6 +33,7 @@ from relaycast.rtp.rtcp import (
     RtcpRemb,
     RtcpSdes,
     RtcpSenderReport,
+    RtcpTransportFeedback,
     ntp_now,
     serialize_compound,
 )
@@ -68,6 +70,8 @@ class EgressLeg:
         self.rtcp_dropped = 0
         #: REMB and receiver-report loss, the layer selection's estimate without an estimator
         self.estimate = ViewerEstimate()
+        #: transport-wide feedback, the estimator, probes, playout delay (Subscriber sets it)
+        self.congestion: ViewerCongestion | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -79,6 +83,8 @@ class EgressLeg:
 
     def close(self) -> None:
         self.sink = NULL_SINK
+        if self.congestion is not None:
+            self.congestion.close()
         for downtrack in self.downtracks:
             downtrack.close()
 
@@ -106,12 +112,19 @@ class EgressLeg:
                     downtrack = self.by_ssrc.get(block.ssrc)
                     if downtrack is not None:
                         downtrack.stats.on_receiver_report(block, now, ntp_now())
+                        if self.congestion is not None:
+                            self.congestion.on_report_block(downtrack, block, now)
                         if downtrack.kind == "video":
                             source = downtrack.forwarder.source
                             sent = source.bitrate if source is not None else 0.0
                             self.estimate.on_receiver_report(block.fraction_lost / 256, sent, now)
             elif isinstance(packet, RtcpRemb):
                 self.estimate.on_remb(packet.bitrate, now)
+                if self.congestion is not None:
+                    self.congestion.on_remb(packet.bitrate, now)
+            elif isinstance(packet, RtcpTransportFeedback):
+                if self.congestion is not None:
+                    self.congestion.on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
                 downtrack = self.by_ssrc.get(packet.media_ssrc)
                 if downtrack is not None:
@@ -146,6 +159,8 @@ class EgressLeg:
     def reports(self, now: float) -> list[bytes]:
         """Slow timer: one SR per started DownTrack plus SDES (RFC 3550 §6.4.1)."""
         ntp = ntp_now()
+        if self.congestion is not None:
+            self.congestion.tick(now)  # playout delay, probes
         reports: list[object] = []
         for downtrack in self.downtracks:
             report = downtrack.sender_report(now, ntp)

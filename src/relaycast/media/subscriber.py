@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from relaycast.media.downtrack import CLOSED, MID_URI, PAUSED, DownTrack, ExtLayout
 from relaycast.media.egress import EgressLeg
+from relaycast.media.feedback.congestion import ViewerCongestion
 from relaycast.media.layers import LayerInfo, LayerSelector, layer_infos
 from relaycast.media.session import Session
 from relaycast.net.sink import MediaSink
@@ -74,6 +75,13 @@ class Subscriber(Session):
                 track_id=f"{stream_id}-{media.kind}",
             )
         self.egress = EgressLeg(downtracks, counters=stream.counters, cname=self.cname)
+        # TWCC to viewers, the bandwidth estimator, probes and playout delay (media/bwe,
+        # media/feedback/congestion.py); the layer selection reads ``self.bwe``
+        congestion = ViewerCongestion(
+            downtracks, playout_delay=getattr(server.config, "playout_delay", True)
+        )
+        self.egress.congestion = congestion
+        self.bwe = congestion.bwe
         # simulcast: this viewer's layer choice (media/layers.py), made again whenever a layer
         # comes or goes, every second, and when the viewer pins one
         self.layers = LayerSelector()
@@ -94,7 +102,7 @@ class Subscriber(Session):
         """This viewer's bandwidth estimate: the estimator's (``self.bwe``) when there is
         one, else REMB and receiver-report loss (EgressLeg.estimate); None: unknown."""
         bwe = getattr(self, "bwe", None)
-        if bwe is not None:
+        if bwe is not None and getattr(bwe, "measured", True):
             return int(bwe.estimate_bps)
         return self.egress.estimate.estimate_bps(now)
 

@@ -23,6 +23,7 @@ URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
+URI_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 
 #: Header extensions accepted from publishers (abs-send-time only without transport-cc).
 PUBLISH_EXTENSIONS = (
@@ -32,10 +33,18 @@ PUBLISH_EXTENSIONS = (
     URI_AUDIO_LEVEL,
     URI_VIDEO_ORIENTATION,
 )
-#: Header extensions we write towards viewers.
-PLAY_EXTENSIONS = (URI_SDES_MID, URI_AUDIO_LEVEL, URI_VIDEO_ORIENTATION)
+#: Header extensions we write towards viewers: transport-wide sequence numbers are our own,
+#: per viewer transport (TWCC to viewers, media/bwe); playout delay on video (media/feedback/
+#: playout_delay.py).
+PLAY_EXTENSIONS = (
+    URI_SDES_MID,
+    URI_AUDIO_LEVEL,
+    URI_VIDEO_ORIENTATION,
+    URI_TRANSPORT_CC,
+    URI_PLAYOUT_DELAY,
+)
 
-_PLAY_FB = ("nack", "nack pli", "ccm fir")
+_PLAY_FB = ("nack", "nack pli", "ccm fir", "transport-cc")
 
 #: Media transports we can terminate: DTLS-SRTP (RFC 5764 §8) with or without AVPF.
 MEDIA_PROTOCOLS = (
@@ -322,8 +331,12 @@ def negotiate_play(offer: SessionDescription, source: dict[str, Codec] | None) -
         extensions: dict[str, int] = {}
         for ext_id, uri in sorted(m.extmaps.items()):
             if uri in PLAY_EXTENSIONS and uri not in extensions:
+                if uri == URI_PLAYOUT_DELAY and m.kind != "video":
+                    continue
                 extensions[uri] = ext_id
         offered_fb = {fb for c in codecs for fb in c.rtcp_fb}
+        if URI_TRANSPORT_CC not in extensions:
+            offered_fb.discard("transport-cc")
         media.append(
             NegotiatedMedia(
                 mid=_mid(m, index),

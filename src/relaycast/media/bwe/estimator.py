@@ -53,6 +53,7 @@ class BandwidthEstimator:
         self.min_bps = min_bps
         self.max_bps = max_bps
         self.rtt = DEFAULT_RTT
+        self._measured = False
         self._rtt_measured = False
         self._inter = InterArrival()
         self._trend = TrendlineFilter()
@@ -78,6 +79,13 @@ class BandwidthEstimator:
     @property
     def estimate_bps(self) -> int:
         return int(self._estimate)
+
+    @property
+    def measured(self) -> bool:
+        """Whether the estimate rests on anything the viewer reported (transport-wide feedback
+        with a receive rate, REMB, or reports when there is no transport-wide feedback);
+        before that it is only the start rate (or unlimited)."""
+        return self._measured
 
     def on_transport_feedback(self, packets: Sequence[SentPacket], now: float) -> None:
         """The packets one transport-wide feedback message reported (RFC draft §3.1), in
@@ -117,6 +125,10 @@ class BandwidthEstimator:
         if overuse:
             self.overuses += 1
         acked = self._acked.rate()
+        if not self._measured and acked is not None:
+            # the first throughput seen: what we already send got through, start from there
+            self._measured = True
+            self._aimd.set_rate(max(acked, self._aimd.rate), now)
         self._aimd.update(usage, acked, self.rtt, now)
         if probing:
             result = probes.evaluate(now)
@@ -133,6 +145,8 @@ class BandwidthEstimator:
             self.rtt = 0.875 * self.rtt + 0.125 * rtt_s if self._rtt_measured else rtt_s
             self._rtt_measured = True
         loss = fraction_lost / 256 if fraction_lost > 1 else fraction_lost
+        if not self.transport_cc:
+            self._measured = True
         if not self._twcc_active(now):
             self._loss.update(loss, self._estimate, self.rtt, now)
         self._combine(now)
@@ -140,6 +154,7 @@ class BandwidthEstimator:
     def on_remb(self, bps: int, now: float) -> None:
         """The viewer's own estimate (REMB, draft-alvestrand-rmcat-remb): an upper bound."""
         self._remb = (float(bps), now)
+        self._measured = True
         self._combine(now)
 
     def probe(self, now: float) -> int:
@@ -169,6 +184,11 @@ class BandwidthEstimator:
     @property
     def last_probe(self) -> ProbeResult | None:
         return self._probes.last_result
+
+    @property
+    def loss_fraction(self) -> float:
+        """The loss of the last interval the loss controller took (feedback or reports)."""
+        return self._loss.loss
 
     @property
     def usage(self) -> Usage:

@@ -99,15 +99,16 @@ class PySequencer:
 
 
 def new_sequencer(use_native: bool | None = None) -> SequencerLike:
-    """The C sequencer when the native kernel is in use (it must be: the kernel stamps with
-    it), else the Python one. The first number is random (like RTP's, RFC 3550 §5.1)."""
+    """The C sequencer whenever the kernel is built (a kernel slot stamps only with it; the
+    Python path uses either), else the Python one. The first number is random (RFC 3550
+    §5.1 does so for RTP's)."""
     import secrets
 
     from relaycast import native
 
     first = secrets.randbits(16)
     if use_native is None:
-        use_native = native.enabled()
+        use_native = native.available()
     if use_native:
         return native.new_sequencer(CAPACITY, first)
     return PySequencer(CAPACITY, first)
