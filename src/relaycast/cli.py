@@ -128,6 +128,13 @@ def add_serve_command(subparsers: Any) -> None:
         help="also take ICE over TCP (RFC 6544) on the media port number, for clients whose "
         "networks block UDP (default on)",
     )
+    p.add_argument(
+        "--playout-delay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send each viewer playout-delay hints (RTP header extension) from its measured "
+        "loss and jitter (default on)",
+    )
     p.add_argument("--max-bitrate", type=int, metavar="BPS", help="publisher bitrate cap")
     p.add_argument(
         "--keyframe-interval",

@@ -98,6 +98,8 @@ class Config:
     ice_servers: tuple[str, ...] = ()
     #: ICE over TCP (RFC 6544 passive candidates) on the media port number
     ice_tcp: bool = True
+    #: send each viewer playout-delay hints from its loss and jitter (media/feedback)
+    playout_delay: bool = True
     max_bitrate: int = 10_000_000
     keyframe_interval: float = 0.5
     consent_timeout: float = 30.0
@@ -187,6 +189,10 @@ class Config:
             )
         if not isinstance(self.ice_tcp, bool):
             raise ConfigError(f"{_spell('ice_tcp')} must be true or false, got {self.ice_tcp!r}")
+        if not isinstance(self.playout_delay, bool):
+            raise ConfigError(
+                f"{_spell('playout_delay')} must be true or false, got {self.playout_delay!r}"
+            )
         object.__setattr__(self, "record_streams", MappingProxyType(dict(self.record_streams)))
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError(f"{_spell('record_dir')} must be a directory, got an empty value")
@@ -211,6 +217,11 @@ class Config:
                 f"{_spell('workers')} must be a whole number from 1 to {MAX_WORKERS}, "
                 f"got {self.workers!r}"
             )
+        if self.cluster is not None and self.workers is not None and self.workers > 1:
+            raise ConfigError(
+                f"{_spell('cluster')} runs one worker per node for now: "
+                f"drop {_spell('workers')} or set it to 1"
+            )
 
     @property
     def worker_count(self) -> int:
@@ -218,6 +229,8 @@ class Config:
         :data:`MAX_WORKERS`)."""
         if self.workers is not None:
             return self.workers
+        if self.cluster is not None:
+            return 1  # a cluster node is one process for now (design.md, "Cluster")
         try:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
@@ -559,6 +572,7 @@ _SCALARS: dict[str, Any] = {
     "trust_proxy": _as_bool,
     "record_dir": _as_str,
     "ice_tcp": _as_bool,
+    "playout_delay": _as_bool,
     "tls_cert": _as_str,
     "tls_key": _as_str,
     "tls_self_signed": _as_bool,
@@ -600,6 +614,7 @@ _FLAG_DESTS = {
     "trust_proxy": "trust_proxy",
     "record_dir": "record_dir",
     "ice_tcp": "ice_tcp",
+    "playout_delay": "playout_delay",
     "tls_cert": "tls_cert",
     "tls_key": "tls_key",
     "tls_self_signed": "tls_self_signed",
@@ -646,6 +661,7 @@ _ENV_VARS = {
     "RELAYCAST_TRUST_PROXY": "trust_proxy",
     "RELAYCAST_RECORD_DIR": "record_dir",
     "RELAYCAST_ICE_TCP": "ice_tcp",
+    "RELAYCAST_PLAYOUT_DELAY": "playout_delay",
     "RELAYCAST_TLS_CERT": "tls_cert",
     "RELAYCAST_TLS_KEY": "tls_key",
     "RELAYCAST_TLS_SELF_SIGNED": "tls_self_signed",
