@@ -723,3 +723,13 @@ def test_token_command_errors(
     assert "--ttl" in capsys.readouterr().err
     assert cli.main(["token", "show", "--token-secret", "short"]) == 2
     assert "at least 32 bytes" in capsys.readouterr().err
+
+
+def test_a_cluster_node_runs_one_worker() -> None:
+    """Workers default to one per core, but a cluster node is one process (design.md)."""
+    node = {"cluster": "redis://127.0.0.1:6379/0", "node_url": "http://10.0.0.2:8080"}
+    assert Config(**node).worker_count == 1  # type: ignore[arg-type]
+    assert Config(workers=1, **node).worker_count == 1  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="one worker per node"):
+        Config(workers=2, **node)  # type: ignore[arg-type]
+    assert Config(workers=2).worker_count == 2
