@@ -89,15 +89,28 @@ class InterArrival:
 
 
 class TrendlineFilter:
-    """Slope of the smoothed accumulated delay variation over the last ``WINDOW`` groups."""
+    """Slope of the smoothed accumulated delay variation over the last ``WINDOW`` groups (a
+    least-squares line kept with running sums: O(1) per group)."""
 
-    __slots__ = ("_accumulated", "_first_arrival", "_history", "_smoothed", "deltas", "trend")
+    __slots__ = (
+        "_accumulated",
+        "_first_arrival",
+        "_history",
+        "_smoothed",
+        "_sx",
+        "_sxx",
+        "_sxy",
+        "_sy",
+        "deltas",
+        "trend",
+    )
 
     def __init__(self) -> None:
         self._accumulated = 0.0
         self._smoothed = 0.0
         self._first_arrival: float | None = None
-        self._history: deque[tuple[float, float]] = deque(maxlen=WINDOW)
+        self._history: deque[tuple[float, float]] = deque()
+        self._sx = self._sy = self._sxx = self._sxy = 0.0
         self.deltas = 0
         self.trend = 0.0
 
@@ -107,25 +120,34 @@ class TrendlineFilter:
         self.deltas = min(self.deltas + 1, MAX_DELTAS)
         self._accumulated += variation_ms
         self._smoothed = SMOOTHING * self._smoothed + (1 - SMOOTHING) * self._accumulated
-        self._history.append(((arrival - self._first_arrival) * 1000.0, self._smoothed))
-        if len(self._history) == WINDOW:
-            self.trend = _slope(self._history)
+        x, y = (arrival - self._first_arrival) * 1000.0, self._smoothed
+        history = self._history
+        history.append((x, y))
+        self._sx += x
+        self._sy += y
+        self._sxx += x * x
+        self._sxy += x * y
+        if len(history) > WINDOW:
+            ox, oy = history.popleft()
+            self._sx -= ox
+            self._sy -= oy
+            self._sxx -= ox * ox
+            self._sxy -= ox * oy
+            if self.deltas == MAX_DELTAS and int(x) % 997 == 0:  # now and then: exact sums again
+                self._sx = sum(p[0] for p in history)
+                self._sy = sum(p[1] for p in history)
+                self._sxx = sum(p[0] * p[0] for p in history)
+                self._sxy = sum(p[0] * p[1] for p in history)
+        if len(history) == WINDOW:
+            n = WINDOW
+            den = self._sxx - self._sx * self._sx / n
+            if den > 1e-9:
+                self.trend = (self._sxy - self._sx * self._sy / n) / den
         return self.trend
 
     @property
     def modified_trend(self) -> float:
         return self.deltas * self.trend * THRESHOLD_GAIN
-
-
-def _slope(points: deque[tuple[float, float]]) -> float:
-    n = len(points)
-    mean_x = sum(p[0] for p in points) / n
-    mean_y = sum(p[1] for p in points) / n
-    num = den = 0.0
-    for x, y in points:
-        num += (x - mean_x) * (y - mean_y)
-        den += (x - mean_x) ** 2
-    return num / den if den > 0 else 0.0
 
 
 class OveruseDetector:
