@@ -600,7 +600,9 @@ async def test_api_streams_and_metrics(srv: RelaycastServer, http: aiohttp.Clien
         assert [s["name"] for s in streams] == ["live"]
         async with http.get(f"{srv.http}/api/streams/live") as r:
             info = await r.json()
-        assert info == streams[0] | {k: info[k] for k in ("ingress_bps", "egress_bps", "uptime_s")}
+        per_stream = ("ingress_bps", "egress_bps", "uptime_s", "layers", "viewer_layers")
+        assert info == streams[0] | {k: info[k] for k in per_stream}
+        assert info["layers"] == info["viewer_layers"] == [] and info["layer_viewers"] == {}
         assert info["live"] is True
         assert info["viewers"] == 1 and info["viewers_connecting"] == 0
         assert info["video_codec"] == "VP8" and info["audio_codec"] == "opus"
