@@ -15,9 +15,17 @@ with its own viewers'). The publisher's sender-report mapping and bitrate follow
 
 Control messages (JSON after the type byte): ``U`` a worker has (or no longer has) viewers of
 a stream, ``P`` it holds (or no longer holds) a stream's publisher, ``A`` a source starts
-(relay id, stream, kind, codec, SSRC, extension ids), ``G`` it ends, ``K`` keyframe request,
-``I`` sender-report mapping and bitrate. A worker that subscribes is sent ``A`` and the GOP
-the origin holds, so its first viewer starts without waiting for a keyframe.
+(relay id, stream, kind, rid, codec, SSRC, extension ids), ``G`` it ends, ``K`` keyframe
+request, ``I`` sender-report mapping, bitrate and frame rate. A worker that subscribes is sent
+``A`` and the GOP the origin holds, so its first viewer starts without waiting for a keyframe.
+
+Simulcast: each layer Forwarder (``Forwarder.layer(rid)``) of a :class:`RelayForwarder` is one
+too (:meth:`RelayForwarder._new_layer`), so every layer is a source of its own (relay id, ``A``
+with its ``rid``, GOP, ``I``, ``K`` back to that layer's Track and so its SSRC). A subscribed
+worker gets every layer: the viewers' layer selection there needs each layer's activity,
+bitrate, picture size and sender reports, and a switch starts at the target layer's next
+keyframe without asking the origin for a new subscription. The receiving worker attaches a
+layer's :class:`RelaySource` to ``forwarders["video"].layer(rid)``.
 
 A publisher that reconnects (on any worker) detaches its old Track everywhere (``G`` or the
 link closing) and attaches the new one (``A``): the viewers' DownTracks keep their SSRC and
@@ -69,13 +77,22 @@ def _control(kind: bytes, body: dict[str, Any]) -> bytes:
 class RelayForwarder(Forwarder):
     """A Forwarder that also sends a local publisher's packets to the subscribed workers."""
 
-    def __init__(self, kind: str, relay: Relay, stream: str) -> None:
-        super().__init__(kind)
+    def __init__(
+        self, kind: str, relay: Relay, stream: str, *, use_native: bool | None = None
+    ) -> None:
+        super().__init__(kind, use_native=use_native)
         self.relay = relay
         self.stream_name = stream
         self.relay_id = 0  # while the source is a local publisher's Track
         #: workers to send every packet to (empty unless the source is local)
         self.targets: tuple[int, ...] = ()
+
+    def _new_layer(self, rid: str) -> Forwarder:
+        """A simulcast layer is relayed like the stream's other Forwarders (its own relay id,
+        announced with its rid)."""
+        return RelayForwarder(
+            self.kind, self.relay, self.stream_name, use_native=self.native is not None
+        )
 
     def attach_source(self, track: Track) -> None:
         super().attach_source(track)
@@ -109,6 +126,7 @@ class RelaySource(Track):
         forwarder: Forwarder,
         keyframe_interval: float,
         counters: StreamCounters,
+        rid: str | None = None,
     ) -> None:
         super().__init__(
             kind=kind,
@@ -121,6 +139,7 @@ class RelaySource(Track):
             send_rtcp=self._no_rtcp,
             keyframe_interval=keyframe_interval,
             counters=counters,
+            rid=rid,
         )
         self.relay = relay
         self.origin = origin
@@ -229,6 +248,7 @@ class Relay:
                     "id": forwarder.relay_id,
                     "stream": forwarder.stream_name,
                     "kind": forwarder.kind,
+                    "rid": forwarder.rid,
                     "ssrc": track.ssrc,
                     "ext_ids": track.ext_ids,
                     "codec": {
@@ -251,7 +271,7 @@ class Relay:
             _control(
                 INFO,
                 {"id": forwarder.relay_id, "sr": list(last_sr) if last_sr else None,
-                 "bitrate": track.bitrate},
+                 "bitrate": track.bitrate, "fps": track.frame_rate},
             ),
         )  # fmt: skip
 
@@ -323,6 +343,7 @@ class Relay:
                     report = RtcpSenderReport(source.ssrc, ntp, rtp, 0, 0)
                     source.reception.on_sender_report(report, local)
                 source.bitrate = float(body.get("bitrate") or 0.0)
+                source.frame_rate = float(body.get("fps") or 0.0)
 
     def _on_subscribe(self, sender: int, name: str, on: bool) -> None:
         peers = self.subscribers.setdefault(name, set())
@@ -342,9 +363,11 @@ class Relay:
                 self._send_gop(sender, forwarder)
 
     def _relaying(self, stream: Stream) -> list[RelayForwarder]:
-        """The stream's Forwarders whose source is a local publisher's Track."""
+        """The stream's Forwarders (simulcast layers included) whose source is a local
+        publisher's Track."""
         out: list[RelayForwarder] = []
-        for forwarder in stream.forwarders.values():
+        every = [f for root in stream.forwarders.values() for f in (root, *root.layers.values())]
+        for forwarder in every:
             if (
                 isinstance(forwarder, RelayForwarder)
                 and forwarder.source is not None
@@ -367,11 +390,15 @@ class Relay:
         if stream is None or kind not in stream.forwarders:
             return
         forwarder = stream.forwarders[kind]
+        rid = body.get("rid")
+        if rid is not None:  # a simulcast layer: its Forwarder here (made on first use)
+            forwarder = forwarder.layer(str(rid))
         current = forwarder.source
         if current is not None and not isinstance(current, RelaySource):
             log.warning(
-                "relay: %r has a publisher here and on worker %d; keeping ours",
+                "relay: %r%s has a publisher here and on worker %d; keeping ours",
                 stream.name,
+                "" if rid is None else f" (layer {rid})",
                 sender,
             )
             return
@@ -395,6 +422,7 @@ class Relay:
             forwarder=forwarder,
             keyframe_interval=self.server.config.keyframe_interval,
             counters=stream.counters,
+            rid=None if rid is None else str(rid),
         )
         self._incoming[(sender, source.relay_id)] = source
         forwarder.attach_source(source)

@@ -1,7 +1,8 @@
 """Steering: whatever lands on a worker that does not own it goes to the one that does.
 
 * **HTTP.** The kernel spreads connections over the workers (``SO_REUSEPORT``). A request of
-  a session (``/whip|whep/{stream}/{session}``: PATCH, DELETE) whose id names another worker
+  a session (``/whip|whep/{stream}/{session}``: PATCH, DELETE, and any path under it such as
+  the WHEP layer extension's ``/layer``) whose id names another worker
   is proxied to that worker's internal site, a unix socket in the run directory, with the
   run's secret and the client's address; so is a WHIP POST for a stream whose publisher is on
   another worker (it decides 409 or replacement as one process would). The owner takes the
@@ -146,7 +147,8 @@ class Steering:
     def owner(self, request: web.Request) -> int | None:
         """The worker that must answer ``request``, when it is known to be another one."""
         parts = request.path.split("/")
-        if len(parts) == 4 and parts[1] in ("whip", "whep") and request.method != "OPTIONS":
+        if len(parts) >= 4 and parts[1] in ("whip", "whep") and request.method != "OPTIONS":
+            # the session URL and anything under it (the WHEP layer extension's /layer)
             return session_owner(parts[3], self.plan.count)
         if len(parts) == 3 and parts[1] == "whip" and request.method == "POST":
             return self.relay.publishers.get(parts[2])
