@@ -48,6 +48,8 @@ def local_state(
         item = describe(info, stats)
         stream = server.streams.get(info.name)
         item["publisher_here"] = bool(stream is not None and stream.publisher is not None)
+        item["layers"] = info.layers  # simulcast (merged: the publisher's worker's)
+        item["viewer_layers"] = [{**v, "worker": index} for v in info.viewer_layers]
         streams.append(item)
     return {
         "worker": index,
@@ -115,7 +117,11 @@ class WorkerApi:
             return await handler(request)
         path = request.path
         if path == "/api/streams":
-            return web.json_response(await self.streams(request))
+            listed = await self.streams(request)
+            for item in listed:  # the list leaves these to /api/streams/{stream}
+                item.pop("layers", None)
+                item.pop("viewer_layers", None)
+            return web.json_response(listed)
         if path.startswith("/api/streams/") and path.count("/") == 3:
             name = require_stream_name(path.rsplit("/", 1)[1])
             for item in await self.streams(request):
@@ -143,9 +149,19 @@ class WorkerApi:
                         "ingress_bps": 0,
                         "publisher_worker": None,
                         "workers": [],
+                        "layers": [],
+                        "viewer_layers": [],
+                        "layer_viewers": {},
                     }
                     entry.pop("publisher_here", None)
                 entry["viewers"] += item["viewers"]
+                # simulcast: the publisher's worker's layers (else any worker's), every
+                # worker's viewers
+                if item.get("layers") and (item.get("publisher_here") or not entry["layers"]):
+                    entry["layers"] = item["layers"]
+                entry["viewer_layers"] += item.get("viewer_layers", [])
+                for rid, count in item.get("layer_viewers", {}).items():
+                    entry["layer_viewers"][rid] = entry["layer_viewers"].get(rid, 0) + count
                 entry["viewers_connecting"] += item["viewers_connecting"]
                 entry["egress_bps"] += item["egress_bps"]
                 entry["live"] = entry["live"] or item["live"]
