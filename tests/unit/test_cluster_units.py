@@ -3,6 +3,9 @@ pull's offer and what an answer turns into."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from relaycast.cluster.auth import (
@@ -15,6 +18,7 @@ from relaycast.cluster.auth import (
 )
 from relaycast.cluster.pull import build_pull_offer, negotiated_from_answer
 from relaycast.config import ConfigError, load_config
+from relaycast.media.layers import LayerInfo, LayerSelector
 from relaycast.net.dtls import DtlsCertificate
 from relaycast.sdp import LocalTransport, build_answer, negotiate_play, parse_sdp
 
@@ -95,3 +99,67 @@ def negotiate_publish_codecs() -> dict[str, object]:
 
     h264 = Codec(109, "H264", 90000, fmtp={"packetization-mode": "1", "profile-level-id": "42e01f"})
     return {"video": h264, "audio": Codec(111, "opus", 48000, 2)}
+
+
+def test_top_mode_takes_the_highest_layer_sent_whatever_the_estimate() -> None:
+    selector = LayerSelector()
+    selector.follow_top()
+    layers = [
+        LayerInfo("l", 320, 180, 30.0, 150_000, True),
+        LayerInfo("m", 640, 360, 30.0, 500_000, True),
+        LayerInfo("h", 1280, 720, 30.0, 1_500_000, True),
+    ]
+    decision = selector.decide(layers, "l", 100_000, 0.0)  # an estimate below every layer
+    assert (decision.target, selector.mode) == ("h", "top")
+    layers[2] = LayerInfo("h", 1280, 720, 0.0, 0, False)  # the encoder dropped h
+    assert selector.decide(layers, "h", None, 1.0).target == "m"
+
+
+async def test_an_origin_gives_a_node_pull_the_top_layer_of_a_simulcast_stream() -> None:
+    """A node's WHEP POST (signed with the cluster secret) is served in top mode: the layer
+    extension shows it, and it stays on the top layer (a viewer's low estimate would not)."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    from tests.unit.test_simulcast_http import SAMPLES, keyframe
+
+    from relaycast.app import create_app
+    from relaycast.cluster.http import CLUSTER_KEY
+    from relaycast.config import Config
+    from relaycast.http.signalling import SERVER_KEY
+
+    config = Config(host="127.0.0.1", port=0, udp_port=0, host_candidates=False)
+    app = create_app(config)
+    sessions: list[tuple[str, str]] = []
+    cluster: Any = SimpleNamespace(
+        secret=SECRET,
+        node_url="http://10.0.0.1:8080",
+        node_session=lambda sid, node: sessions.append((sid, node)),
+    )
+    app[CLUSTER_KEY] = cluster
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        server = client.app[SERVER_KEY]
+        sdp = (SAMPLES / "chrome_simulcast.sdp").read_text()
+        publisher = server.publish("live", parse_sdp(sdp))
+        for n, rid in enumerate(("h", "m", "l")):
+            publisher.ingress.on_rtp(keyframe(0x100 + n, rid), 0)
+        offer = (SAMPLES / "chrome_view.sdp").read_text().encode()
+        headers = node_headers(SECRET, "POST", "/whep/live", NODE, offer)
+        answer = await client.post(
+            "/whep/live", data=offer, headers={"Content-Type": "application/sdp", **headers}
+        )
+        assert answer.status == 201, await answer.text()
+        location = answer.headers["Location"]
+        assert sessions == [(location.rsplit("/", 1)[1], NODE)]
+        status = await (await client.get(f"{location}/layer")).json()
+        assert (status["mode"], status["target"]) == ("top", "h")
+        assert status["reason"] == "a cluster node pulls the top layer"
+        (subscriber,) = server.streams["live"].subscribers
+        subscriber.egress.estimate.on_remb(100_000, time.monotonic())  # far below every layer
+        subscriber.select_layer(time.monotonic())
+        assert subscriber.video is not None and subscriber.video.target_layer == "h"
+    finally:
+        await client.close()

@@ -5,10 +5,13 @@ prove the cluster secret (401 without a usable proof, 403 with a wrong one), and
 from the per-address limits (rate, sessions per address) and from viewer tokens of private
 streams; the server's total and per-stream limits still apply. A node only serves what it has:
 a stream published or pulled here (409 otherwise, so the asking node looks its origin up again).
+A node's pull of a simulcast stream gets the top layer sent, whatever its bandwidth estimate
+(``LayerSelector.follow_top``): it serves viewers of every bandwidth from that one copy.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -83,6 +86,8 @@ async def node_play(request: web.Request, cluster: ClusterNode, stream: str) -> 
         subscriber = server.play(stream, offer)
     except NegotiationError as exc:
         raise ProblemError(exc.status, "Cannot play this stream here", str(exc)) from exc
+    subscriber.layers.follow_top()  # a node is not a bandwidth-limited viewer
+    subscriber.select_layer(time.monotonic())
     cluster.node_session(subscriber.id, node)
     return created(request, subscriber, f"/whep/{stream}/{subscriber.id}")
 

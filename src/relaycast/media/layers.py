@@ -16,6 +16,8 @@ The rules (docs/design.md, "Simulcast"):
   the link carries it). No layer fits: the video pauses (audio goes on) until the lowest one
   fits the same way;
 * *pinned*: the layer the viewer asked for (WHEP layer extension), while it is sent;
+* *top*: the highest layer sent, whatever the estimate: a cluster node pulling the stream
+  (cluster/http.py), which serves viewers of every bandwidth from it;
 * no estimate at all (no feedback yet): the top layer, as without simulcast.
 """
 
@@ -93,7 +95,7 @@ class LayerSelector:
     """One viewer's layer choice, with hysteresis. Pure: the caller passes time and inputs."""
 
     def __init__(self) -> None:
-        self.mode = "auto"  # or "pinned"
+        self.mode = "auto"  # or "pinned", or "top"
         self.pinned: str | None = None
         self._up: tuple[str, float] | None = None  # (higher rid whose condition holds, since)
         #: the video is paused because no layer fits (resuming then waits like stepping up)
@@ -104,6 +106,13 @@ class LayerSelector:
         self.pinned = rid
         self.mode = "auto" if rid is None else "pinned"
         self._up = None
+
+    def follow_top(self) -> None:
+        """Always the highest layer sent, whatever the estimate (a cluster node's pull)."""
+        self.pinned = None
+        self.mode = "top"
+        self._up = None
+        self.paused = False
 
     def decide(
         self,
@@ -121,6 +130,8 @@ class LayerSelector:
         if not active:
             return Decision(current, "no layer is being sent")
         rids = [layer.rid for layer in active]
+        if self.mode == "top":
+            return Decision(rids[-1], "a cluster node pulls the top layer")
         if self.mode == "pinned" and self.pinned is not None:
             if self.pinned in rids:
                 return Decision(self.pinned, "pinned by viewer")
