@@ -3,9 +3,10 @@
 The WHEP ``201`` carries ``Link: <{session}/layer>; rel="urn:ietf:params:whep:ext:core:layer"``.
 ``POST`` there with ``{"mediaId": "<mid>", "encodingId": "<rid>"}`` pins a layer, ``{}``
 returns to automatic selection (both ``204``); an unknown mid or rid is a ``422``. ``GET``
-answers the selection's state (media/layers.py, ``Subscriber.layer_status``)::
+answers the selection's state (media/layers.py, ``Subscriber.layer_status``; ``top``: a cluster
+node's pull, cluster/http.py)::
 
-    {"mode": "auto"|"pinned", "current": rid|null, "target": rid|null, "reason": str,
+    {"mode": "auto"|"pinned"|"top", "current": rid|null, "target": rid|null, "reason": str,
      "estimate_bps": int|null, "layers": [{"rid", "width", "height", "fps", "bitrate_bps",
      "active"}]}
 
