@@ -12,10 +12,11 @@ Forwarder + DownTrack only). ``native`` is ``full`` through the native kernel
 (relaycast/native: rewrite + libsrtp + sendmmsg in C, one call per packet for all viewers; the
 first packet of each run, the keyframe that makes a viewer LIVE, still goes through Python);
 ``native-no-send`` is the same without the ``sendmmsg`` (rewrite + SRTP in C).
-``probe`` (opt-in, needs gcc and libcrypto) compiles and runs bench/limit_probe.c, a raw limit
-with no relaycast code and no bookkeeping: a 12-byte header rewrite, the payload copy,
-AES-128-GCM with OpenSSL's EVP API and ``sendmmsg`` of up to 64 datagrams, per viewer; the
-table then shows native/probe, how far the kernel is from that floor.
+``probe`` (opt-in, needs gcc and libcrypto) compiles and runs relaycast/loadgen/limit_probe.c
+(relaycast.loadgen.probe, which ``relaycast bench --ramp`` uses too), a raw limit with no
+relaycast code and no bookkeeping: a 12-byte header rewrite, the payload copy, AES-128-GCM with
+OpenSSL's EVP API and ``sendmmsg`` of up to 64 datagrams, per viewer; the table then shows
+native/probe, how far the kernel is from that floor.
 Nothing is subtracted; each number is the wall time of
 the whole loop divided by packets x viewers, the median of several repeats.
 
@@ -36,13 +37,10 @@ import json
 import multiprocessing
 import os
 import platform
-import re
 import secrets
-import shutil
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from relaycast import native
+from relaycast.loadgen.probe import PROBE_SOURCE, build_probe, run_probe
 from relaycast.media.downtrack import DownTrack, ExtLayout
 from relaycast.media.forwarder import Forwarder
 from relaycast.media.stats import StreamCounters
@@ -76,7 +75,6 @@ KEY_SALT = {"gcm": (16, 12), "cm": (16, 14)}
 MODES = ("full", "no-send", "rewrite")  # the default: the Python path, split
 # when asked for (--modes full,native,probe)
 ALL_MODES = (*MODES, "native", "native-no-send", "probe")
-PROBE_SOURCE = Path(__file__).with_name("limit_probe.c")
 
 VIDEO_BPS = 2_500_000
 AUDIO_BPS = 64_000
@@ -431,58 +429,6 @@ def measure(
     )
 
 
-# -- the raw limit probe (bench/limit_probe.c) ----------------------------------------------------
-
-
-def build_probe(directory: Path) -> tuple[Path | None, str]:
-    """Compile bench/limit_probe.c into ``directory``: (the binary, "") or (None, why not)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        return None, "gcc not found"
-    binary = directory / "limit_probe"
-    try:
-        done = subprocess.run(
-            [gcc, "-O2", "-Wall", "-o", str(binary), str(PROBE_SOURCE), "-lcrypto"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"gcc failed to run: {exc}"
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        why = (
-            "libcrypto (OpenSSL headers or library) missing? "
-            if any("openssl" in line or "lcrypto" in line for line in lines)
-            else ""
-        )
-        return None, f"{why}gcc exited {done.returncode}: " + " / ".join(lines[-3:])
-    return binary, ""
-
-
-def run_probe(
-    binary: Path, viewers: int, packets: int, repeats: int, receivers: int
-) -> tuple[float, float, list[float]]:
-    """(median wall µs, median CPU µs, the runs) per packet per viewer from the probe."""
-    done = subprocess.run(
-        [
-            str(binary),
-            *("-n", str(viewers), "-p", str(packets), "-r", str(repeats)),
-            *("-k", str(receivers), "-s", str(PROBE_PAYLOAD)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"limit_probe exited {done.returncode}: {done.stderr.strip()}")
-    values = dict(re.findall(r"^(\w+)=(\S+)$", done.stdout, re.MULTILINE))
-    runs = [float(v) for v in values["runs_us_per_packet_per_viewer"].split(",")]
-    wall = float(values["probe_us_per_packet_per_viewer"])
-    return wall, float(values["cpu_us_per_packet_per_viewer"]), runs
-
-
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -585,7 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             packets = max(50, min(args.packets, args.max_sends // count))
             result = measure(rig, packets, args.repeats, rig_modes)
             if probe is not None:
-                wall, cpu, runs = run_probe(probe, count, packets, args.repeats, len(receivers))
+                wall, cpu, runs = run_probe(
+                    probe, count, packets, args.repeats, len(receivers), PROBE_PAYLOAD
+                )
                 result.us["probe"], result.cpu_us["probe"], result.runs["probe"] = wall, cpu, runs
             results.append(result)
             row = f"{count:>8} {packets:>8}" + "".join(f" {result.us[m]:>9.2f}" for m in modes)
@@ -617,8 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if probe is not None:
         print(
-            "(probe = bench/limit_probe.c, a separate process after each count's runs: header "
-            "rewrite + copy + AES-128-GCM (OpenSSL EVP) + sendmmsg, no relaycast code, no "
+            "(probe = relaycast/loadgen/limit_probe.c, a separate process after each count's runs: "
+            "header rewrite + copy + AES-128-GCM (OpenSSL EVP) + sendmmsg, no relaycast code, no "
             "bookkeeping)"
         )
     if drops is not None:

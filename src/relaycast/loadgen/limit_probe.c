@@ -1,5 +1,5 @@
 /*
- * bench/limit_probe.c: the raw floor under relaycast's fan-out, per packet per viewer.
+ * relaycast/loadgen/limit_probe.c: the raw floor under relaycast's fan-out, per packet per viewer.
  *
  * For each source packet and each of N viewers it does only what any fan-out has to do, with
  * no bookkeeping (no counters, no slot checks, no starting points, no extension blocks):
@@ -16,11 +16,14 @@
  *     receivers are never read: once their buffers are full the kernel drops, as in
  *     bench/fanout.py without --drain.
  *
+ * bench/fanout.py (--modes ...,probe) and `relaycast bench --ramp` (on the server's core, after
+ * the ramp) compile and run it through relaycast/loadgen/probe.py.
+ *
  * One warm-up run, then REPEATS timed runs of PACKETS packets; each run's wall time divided by
  * PACKETS x N. Prints the runs, the median CPU time and, last,
  * probe_us_per_packet_per_viewer=<median µs>.
  *
- *     gcc -O2 -Wall -o limit_probe bench/limit_probe.c -lcrypto
+ *     gcc -O2 -Wall -o limit_probe src/relaycast/loadgen/limit_probe.c -lcrypto
  *     ./limit_probe -n 200 -p 750 -r 5 -k 64 -s 1150
  */
 #define _GNU_SOURCE
