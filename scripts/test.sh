@@ -31,6 +31,9 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v turnserver >/dev/null || [ -x /usr/bin/turnserver ] || missing+=(coturn)
 # a real Redis for the cluster tests (they start their own on a lab address)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# gcc and OpenSSL's headers: the limit probe (src/relaycast/loadgen/limit_probe.c, -lcrypto)
+command -v gcc >/dev/null || missing+=(gcc)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi
   gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)

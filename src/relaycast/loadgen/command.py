@@ -76,6 +76,13 @@ def add_bench_command(subparsers: Any) -> None:
         default=[1, 2, 4, 8],
         help="viewer counts for the baseline's ramp (default 1,2,4,8)",
     )
+    p.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="with --ramp (relaycast started by the bench): do not run the raw limit probe "
+        "(relaycast/loadgen/limit_probe.c, needs gcc and libcrypto) on the server's core after "
+        "the ramp",
+    )
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots (needs matplotlib)")
     p.add_argument("--keep", metavar="DIR", help="keep the raw logs (.npz, server output) in DIR")
@@ -120,6 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         keep_dir=args.keep,
         verbose=not args.quiet,
         server_args=["--workers", str(args.server_workers or 1)],
+        probe=not args.no_probe,
     )
     try:
         result = run_bench(opts)

@@ -67,7 +67,31 @@ def format_table(result: dict[str, Any]) -> str:
             f"max viewers (every viewer >= 99.9 % delivered, p99 delay < 50 ms): "
             f"{result['max_viewers']}"
         )
+    line = probe_line(result)
+    if line is not None:
+        extra.append(line)
     return "\n".join(lines + extra)
+
+
+def probe_line(result: dict[str, Any]) -> str | None:
+    """The limit probe's line (``relaycast bench --ramp``), or why it was skipped; None when it
+    was not run (``--no-probe``, a --target, no ramp)."""
+    us = result.get("limit_probe_us_per_packet_per_viewer")
+    if us is None:
+        skipped = result.get("limit_probe_skipped")
+        return f"limit probe skipped: {skipped}" if skipped else None
+    details = result.get("limit_probe") or {}
+    where = "on the server's core" if details.get("cpus") else "(not pinned)"
+    pps = details.get("packets_per_s", result.get("publisher_packets_per_s"))
+    implied = result.get("probe_implied_viewers_per_core")
+    ratio = result.get("max_viewers_vs_probe")
+    return (
+        f"limit probe: {us:.2f} µs per packet per viewer {where} -> "
+        + ("- viewers per core" if implied is None else f"{implied:,.0f} viewers per core")
+        + ("" if pps is None else f" at {pps:,.0f} packets/s")
+        + "; max_viewers / probe = "
+        + ("-" if ratio is None else f"{ratio:.2f}")
+    )
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Orchestrates a benchmark run: the server under test (started here, pinned to its own core, or
 a running one by URL, or the aiortc baseline), one publisher process, a few viewer worker
 processes pinned to the load core(s), measurement windows (one, or one per ramp step), then the
-join of send and arrival logs (:mod:`analysis`)."""
+join of send and arrival logs (:mod:`analysis`). After a ramp against a relaycast it started, the
+raw limit probe (:mod:`probe`) runs on the server's core for comparison with ``max_viewers``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import psutil
 
 from relaycast.loadgen import analysis
+from relaycast.loadgen import probe as limit_probe
 from relaycast.loadgen.media_clip import load_clip
 from relaycast.loadgen.publisher import PublisherConfig, publisher_process
 from relaycast.loadgen.viewer import WorkerConfig, worker_process
@@ -57,6 +60,7 @@ class BenchOptions:
     keep_dir: str | None = None  # copy the raw logs (send/arrivals .npz, server logs) here
     server_nice: int = -5  # the machine is shared: keep other tenants off the server's core
     verbose: bool = True
+    probe: bool = True  # after a ramp against our own relaycast: the limit probe on its core
 
 
 def parse_bitrate(text: str) -> int:
@@ -79,6 +83,20 @@ def default_cpus() -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
     if len(cpus) < 2:
         return None, None
     return (cpus[0],), tuple(cpus[1:])
+
+
+def pinner(cpus: tuple[int, ...] | None, nice: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that pins the child to ``cpus`` and renices it by ``nice`` (when
+    allowed: lowering it needs privileges)."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
+        if nice:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
+
+    return pin
 
 
 def _free_port(kind: int) -> int:
@@ -139,21 +157,14 @@ class ServerUnderTest:
             ]  # fmt: skip
         self.args = args
         self.log_dir = log_dir
-        cpus = opts.server_cpus
-
-        nice = opts.server_nice
-
-        def pin() -> None:
-            if cpus:
-                os.sched_setaffinity(0, set(cpus))
-            if nice:
-                with contextlib.suppress(OSError):
-                    os.nice(nice)
-
         self._out = open(log_dir / f"{self.kind}.stdout", "wb")  # noqa: SIM115
         self._err = open(log_dir / f"{self.kind}.stderr", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args, stdout=self._out, stderr=self._err, env=_child_env(), preexec_fn=pin
+            args,
+            stdout=self._out,
+            stderr=self._err,
+            env=_child_env(),
+            preexec_fn=pinner(opts.server_cpus, opts.server_nice),
         )
         self.pid = self.proc.pid
         self._wait_up(30.0)
@@ -395,7 +406,81 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 
             shutil.copytree(work, opts.keep_dir, dirs_exist_ok=True)
         tmp.cleanup()
+    if opts.ramp and opts.probe and target is None:
+        # the server has stopped: its core is the probe's alone
+        sizes = [len(p) for frame in clip.video for p in frame.payloads]
+        try:
+            result.update(run_limit_probe(opts, result, sum(sizes) / len(sizes) if sizes else None))
+        except Exception as exc:  # the probe is a reference: never fail the bench for it
+            _log(opts, f"limit probe skipped: {exc!r}")
+            result["limit_probe_skipped"] = f"limit probe failed: {exc!r}"
     return result
+
+
+def run_limit_probe(
+    opts: BenchOptions, result: dict[str, Any], mean_video_payload: float | None
+) -> dict[str, Any]:
+    """Compile and run the limit probe pinned to the server's CPUs (with the server's nice) and
+    compare: ``limit_probe_us_per_packet_per_viewer``, ``probe_implied_viewers_per_core`` (at
+    the publisher's packets per second, audio + video, of the last step) and
+    ``max_viewers_vs_probe``, plus ``limit_probe`` (its parameters and runs); or
+    ``limit_probe_skipped`` with the reason (no gcc, no libcrypto headers, a failed run)."""
+    out: dict[str, Any] = {
+        "limit_probe_us_per_packet_per_viewer": None,
+        "probe_implied_viewers_per_core": None,
+        "max_viewers_vs_probe": None,
+    }
+    steps = result.get("steps") or [result]
+    viewers = limit_probe.bench_probe_viewers(int(steps[-1].get("viewers") or 0))
+    packets = limit_probe.bench_probe_packets(viewers)
+    payload = limit_probe.bench_probe_payload(mean_video_payload)
+    receivers = min(limit_probe.BENCH_RECEIVERS, viewers)
+    repeats = limit_probe.BENCH_REPEATS
+    with tempfile.TemporaryDirectory(prefix="relaycast-probe-") as directory:
+        binary, why = limit_probe.build_probe(Path(directory))
+        if binary is None:
+            out["limit_probe_skipped"] = f"cannot build {limit_probe.PROBE_SOURCE.name}: {why}"
+            _log(opts, f"limit probe skipped: {out['limit_probe_skipped']}")
+            return out
+        _log(
+            opts,
+            f"limit probe: {viewers} viewers, {payload}-byte payloads, {repeats} runs of "
+            f"{packets} packets on CPUs {opts.server_cpus}",
+        )
+        try:
+            wall, cpu, runs = limit_probe.run_probe(
+                binary,
+                viewers,
+                packets,
+                repeats,
+                receivers,
+                payload,
+                preexec_fn=pinner(opts.server_cpus, opts.server_nice),
+            )
+        except RuntimeError as exc:
+            out["limit_probe_skipped"] = str(exc)
+            _log(opts, f"limit probe skipped: {exc}")
+            return out
+    packets_per_s = float(result.get("publisher_packets_per_s") or 0.0)
+    implied = limit_probe.implied_viewers_per_core(wall, packets_per_s)
+    out["limit_probe_us_per_packet_per_viewer"] = wall
+    out["probe_implied_viewers_per_core"] = implied
+    out["max_viewers_vs_probe"] = limit_probe.max_viewers_vs_probe(
+        result.get("max_viewers"), implied
+    )
+    out["limit_probe"] = {
+        "viewers": viewers,
+        "packets": packets,
+        "repeats": repeats,
+        "receivers": receivers,
+        "payload_bytes": payload,
+        "cpus": list(opts.server_cpus) if opts.server_cpus else None,
+        "nice": opts.server_nice,
+        "packets_per_s": packets_per_s,
+        "cpu_us_per_packet_per_viewer": cpu,
+        "runs_us_per_packet_per_viewer": runs,
+    }
+    return out
 
 
 def _run(
