@@ -392,7 +392,9 @@ class Recording:
 def check_record_dir(root: Path) -> None:
     """Refuse to start when recordings could not be written (ConfigError says why)."""
     if importlib.util.find_spec("av") is None:
-        raise ConfigError("--record-dir needs PyAV to write the files: pip install relaycast[record]")
+        raise ConfigError(
+            "--record-dir needs PyAV to write the files: pip install relaycast[record]"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
