@@ -23,6 +23,8 @@ from aiortc.mediastreams import AudioStreamTrack
 from tests.conftest import RelaycastServer, ServerFactory
 from tests.integration import peers
 
+from relaycast import native
+
 pytestmark = pytest.mark.integration
 
 SDP = "application/sdp"
@@ -603,6 +605,9 @@ async def test_api_streams_and_metrics(srv: RelaycastServer, http: aiohttp.Clien
         per_stream = ("ingress_bps", "egress_bps", "uptime_s", "layers", "viewer_layers")
         assert info == streams[0] | {k: info[k] for k in per_stream}
         assert info["layers"] == info["viewer_layers"] == [] and info["layer_viewers"] == {}
+        # the viewer's audio and video tracks, both LIVE: in the C kernel when it is on
+        expected_native = 2 if native.enabled() else 0
+        assert info["fanout_paths"] == {"native": expected_native, "python": 2 - expected_native}
         assert info["live"] is True
         assert info["viewers"] == 1 and info["viewers_connecting"] == 0
         assert info["video_codec"] == "VP8" and info["audio_codec"] == "opus"

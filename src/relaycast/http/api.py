@@ -147,6 +147,7 @@ def describe(info: StreamSnapshot, stats: StreamStats) -> dict[str, Any]:
         "resolution": str(size) if size else None,
         "watch_url": f"/watch/{info.name}",
         "layer_viewers": info.layer_viewers,  # simulcast: viewers per layer (rid)
+        "fanout_paths": info.fanout_paths,  # outgoing tracks per path: native / python
     }
 
 

@@ -63,6 +63,22 @@ def _malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
+def fanout_paths(stream: Stream) -> dict[str, int]:
+    """How many DownTracks of ``stream`` (every kind and layer) the native kernel sends for,
+    and how many take the Python path."""
+    native = python = 0
+    pending = list(stream.forwarders.values())
+    while pending:
+        forwarder = pending.pop()
+        pending.extend(forwarder.layers.values())
+        for downtrack in forwarder.downtracks:
+            if downtrack.native is not None:
+                native += 1
+            else:
+                python += 1
+    return {"native": native, "python": python}
+
+
 class StreamBusy(Exception):
     """Another publisher is live on this stream (WHIP answers 409)."""
 
@@ -316,6 +332,7 @@ class MediaServer:
                     if stream.live
                     else None,
                     **layer_snapshot(stream, time.monotonic()),
+                    fanout_paths=fanout_paths(stream),
                 )
             )
         publishers = sum(1 for s in self.sessions.values() if s.role == "publisher")

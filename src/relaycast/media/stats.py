@@ -161,6 +161,9 @@ class StreamSnapshot:
     layers: list[dict[str, Any]] = field(default_factory=list)
     viewer_layers: list[dict[str, Any]] = field(default_factory=list)
     layer_viewers: dict[str, int] = field(default_factory=dict)
+    #: the viewers' outgoing tracks by fan-out path: "native" (a slot of the C kernel) or
+    #: "python" (not LIVE yet, a TCP path, the kernel off or unable to take it)
+    fanout_paths: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

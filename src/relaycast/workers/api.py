@@ -152,6 +152,7 @@ class WorkerApi:
                         "layers": [],
                         "viewer_layers": [],
                         "layer_viewers": {},
+                        "fanout_paths": {},
                     }
                     entry.pop("publisher_here", None)
                 entry["viewers"] += item["viewers"]
@@ -162,6 +163,8 @@ class WorkerApi:
                 entry["viewer_layers"] += item.get("viewer_layers", [])
                 for rid, count in item.get("layer_viewers", {}).items():
                     entry["layer_viewers"][rid] = entry["layer_viewers"].get(rid, 0) + count
+                for path, count in item.get("fanout_paths", {}).items():
+                    entry["fanout_paths"][path] = entry["fanout_paths"].get(path, 0) + count
                 entry["viewers_connecting"] += item["viewers_connecting"]
                 entry["egress_bps"] += item["egress_bps"]
                 entry["live"] = entry["live"] or item["live"]
