@@ -8,7 +8,13 @@ their interfaces and tables) when the lab is closed, after the processes started
 killed by PID. Names are unique per lab (``rc<pid><random>-<node>``), so labs of parallel test
 runs do not meet.
 
-Needs root, ``ip`` (iproute2) and, for :meth:`Lab.block_udp`, ``nft``.
+Links can be made worse at runtime: :meth:`Lab.limit` shapes what a node receives with a
+``tc tbf`` rate limit on its port of the bridge (the hub's end of its veth, so the server ->
+node direction), :meth:`Lab.random_loss` drops a share of the UDP packets toward a node with
+nftables (``numgen random``), and :meth:`Lab.udp_rate` measures what a link really carries.
+
+Needs root, ``ip`` (iproute2), ``tc`` for :meth:`Lab.limit` and, for :meth:`Lab.block_udp` and
+:meth:`Lab.random_loss`, ``nft``.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class Node:
     name: str  # short name inside the lab
     netns: str  # the namespace's name
     ip: str
+    port: str = ""  # its veth's end on the hub's bridge (what it receives leaves there)
 
     def exec_args(self, *args: str) -> list[str]:
         """A command line that runs ``args`` inside this node's namespace."""
@@ -98,10 +105,13 @@ class Node:
         self.lab.processes.append(proc)
         return proc
 
-    def relaycast(self, *args: str, port: int = 8080, udp_port: int = 8443) -> str:
+    def relaycast(
+        self, *args: str, port: int = 8080, udp_port: int = 8443, log_name: str | None = None
+    ) -> str:
         """Start a relaycast server here on this node's address, candidates that address
-        only; returns its base URL once it printed its banner (its log: ``<node>.log``)."""
-        log = self.lab.tmp / f"{self.name}.log"
+        only; returns its base URL once it printed its banner (its log: ``<node>.log``, or
+        ``<log_name>.log`` for a second server on the node)."""
+        log = self.lab.tmp / f"{log_name or self.name}.log"
         command = [sys.executable, "-m", "relaycast", "serve", "--host", self.ip]
         command += ["--port", str(port), "--udp-port", str(udp_port), "--public-ip", self.ip]
         if "--workers" not in args:  # one process per node unless a test asks for workers
@@ -161,9 +171,9 @@ class Lab:
     def add(self, name: str) -> Node:
         """A new host on the bridge, with the next free address."""
         index = len(self.nodes) + 2
-        node = Node(self, name, f"{self.prefix}-{name}", f"{self.subnet}.{index}")
-        self._add_namespace(node.netns)
         port = f"p{index}"
+        node = Node(self, name, f"{self.prefix}-{name}", f"{self.subnet}.{index}", port)
+        self._add_namespace(node.netns)
         _run("ip", "-n", self.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0",
              "netns", node.netns)  # fmt: skip
         _run("ip", "-n", self.hub, "link", "set", port, "master", "br0", "up")
@@ -197,6 +207,112 @@ class Lab:
             for line in out.splitlines()
             if "counter packets " in line
         )
+
+    def limit(self, node: Node, kbit: int | None, *, queue_ms: int = 200) -> None:
+        """Shape what ``node`` receives to ``kbit`` kbit/s (``tc tbf`` on its port of the
+        bridge: packets toward it queue there, up to ``queue_ms`` of them, then drop); None
+        lifts the limit. Changeable at any time (``tc qdisc replace``)."""
+        hub = ("ip", "netns", "exec", self.hub)
+        if kbit is None:
+            subprocess.run([*hub, "tc", "qdisc", "del", "dev", node.port, "root"],
+                           capture_output=True, timeout=30)  # fmt: skip
+            return
+        # the bucket: at least two full-size packets, else ~20 ms at the rate
+        burst = max(3200, kbit * 1000 // 8 // 50)
+        _run(*hub, "tc", "qdisc", "replace", "dev", node.port, "root", "tbf",
+             "rate", f"{kbit}kbit", "burst", str(burst), "latency", f"{queue_ms}ms")  # fmt: skip
+
+    def shaped(self, node: Node) -> tuple[int, int]:
+        """(bytes sent, packets dropped) by the :meth:`limit` on ``node`` so far ((0, 0)
+        without one)."""
+        out = _run("ip", "netns", "exec", self.hub, "tc", "-s", "qdisc", "show", "dev", node.port)
+        for line in out.splitlines():
+            words = line.split()
+            if words[:1] == ["Sent"] and "dropped" in line:
+                dropped = line.split("dropped ")[1].split(",")[0]
+                return int(words[1]), int(dropped)
+        return 0, 0
+
+    def random_loss(
+        self,
+        node: Node,
+        percent: int,
+        *,
+        source: Node | None = None,
+        sport: int | None = None,
+        dport: int | None = None,
+    ) -> None:
+        """Drop ``percent`` % of the UDP packets ``node`` receives (from ``source``, from its
+        port ``sport``, to ``node``'s port ``dport``, each when given), at random
+        (``numgen random``), counted (:meth:`loss_dropped`). Rules add up; :meth:`clear_loss`
+        removes them all."""
+        match = "meta l4proto udp"
+        if source is not None:
+            match = f"ip saddr {source.ip} {match}"
+        if sport is not None:
+            match += f" udp sport {sport}"
+        if dport is not None:
+            match += f" udp dport {dport}"
+        table = f"""
+        table inet relaycast_loss {{
+            chain input {{
+                type filter hook input priority -10; policy accept;
+                {match} numgen random mod 100 < {percent} counter drop
+            }}
+        }}
+        """
+        node.run("nft", "-f", "-", stdin=table)
+
+    def loss_dropped(self, node: Node) -> int:
+        """Packets the :meth:`random_loss` rules in ``node`` dropped so far."""
+        out = node.run("nft", "list", "table", "inet", "relaycast_loss")
+        return sum(
+            int(line.split("counter packets ")[1].split()[0])
+            for line in out.splitlines()
+            if "counter packets " in line
+        )
+
+    def clear_loss(self, node: Node) -> None:
+        subprocess.run(node.exec_args("nft", "delete", "table", "inet", "relaycast_loss"),
+                       capture_output=True, timeout=30)  # fmt: skip
+
+    def udp_rate(self, src: Node, dst: Node, kbit: int, seconds: float = 1.5) -> float:
+        """Send UDP from ``src`` to ``dst`` at ``kbit`` kbit/s for ``seconds``; the rate (kbit/s)
+        ``dst`` received it at, over the time it arrived in."""
+        receive = (
+            "import socket,sys,time\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind((sys.argv[1],9))\n"
+            "s.settimeout(float(sys.argv[2]));print('ready',flush=True);n=0;t0=t1=None\n"
+            "while True:\n"
+            " try: d=s.recv(2048)\n"
+            " except socket.timeout: break\n"
+            " t1=time.monotonic();t0=t0 or t1;n+=len(d)\n"
+            "print(n,(t1 or 0)-(t0 or 0))\n"
+        )
+        send = (
+            "import socket,sys,time\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);p=b'x'*1200\n"
+            "gap=1200*8/(float(sys.argv[2])*1000);end=time.monotonic()+float(sys.argv[3])\n"
+            "t=time.monotonic()\n"
+            "while t<end:\n"
+            " s.sendto(p,(sys.argv[1],9));t+=gap;time.sleep(max(t-time.monotonic(),0))\n"
+        )
+        receiver = subprocess.Popen(
+            dst.exec_args(sys.executable, "-c", receive, dst.ip, "1.0"),
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert receiver.stdout is not None
+            receiver.stdout.readline()  # ready
+            src.run(sys.executable, "-c", send, dst.ip, str(kbit), str(seconds))
+            out, _ = receiver.communicate(timeout=30)
+        finally:
+            if receiver.poll() is None:
+                os.killpg(receiver.pid, signal.SIGKILL)
+                receiver.wait(10)
+        received, span = out.split()
+        # 28 bytes of IP and UDP header per 1200-byte datagram go over the link too
+        return int(received) * 1228 / 1200 * 8 / 1000 / max(float(span), 0.001)
 
     def close(self) -> None:
         """Kill what runs in the lab, then delete its namespaces (idempotent)."""
