@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,3 +45,19 @@ async def browser() -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+_wait_for_function = Page.wait_for_function
+
+
+async def _no_async_predicates(
+    self: Page, expression: str, *args: object, **kwargs: object
+) -> object:
+    """Page.wait_for_function, refusing async predicates: Playwright does not await their
+    promise, so such a wait ends at once and can never fail (use polling.wait_until)."""
+    if expression.lstrip().startswith("async"):
+        raise AssertionError("wait_for_function does not await an async predicate: use wait_until")
+    return await _wait_for_function(self, expression, *args, **kwargs)  # type: ignore[arg-type]
+
+
+Page.wait_for_function = _no_async_predicates  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.polling import wait_until
 from tests.conftest import RelaycastServer, ServerFactory
 from tests.integration.tls_support import Leaf, TestCA, start_https
 
@@ -113,7 +114,8 @@ async def test_one_click_publish_and_private_viewer_over_https(
         )
         watch = localhost(f"{tls_server.http}/watch/live?token={token}")
         await viewer.goto(watch)
-        await viewer.wait_for_function(
+        await wait_until(
+            viewer,
             """async () => {
               const pc = window.relaycast && window.relaycast.pc;
               if (!pc) return false;
@@ -123,7 +125,7 @@ async def test_one_click_publish_and_private_viewer_over_https(
               });
               return frames > 15;
             }""",
-            polling=250,
+            timeout=30,
         )
         resources: list[Any] = await viewer.evaluate(
             "() => performance.getEntriesByType('resource').map((e) => e.name)"

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page
+from tests.browser.polling import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -151,11 +152,12 @@ async def test_preset_applied_then_switched_while_live(browser: Browser, server:
     connection."""
     async with open_pages(browser, server.http) as pages:
         pub = await pages.publisher("preset", source="camera", preset="360p")
-        await pub.wait_for_function(
+        await wait_until(
+            pub,
             "async () => { const pc = relaycast.pc; let h = 0; (await pc.getStats()).forEach("
             "s => { if (s.type === 'outbound-rtp' && s.kind === 'video') h = s.frameHeight; });"
             " return h === 360; }",
-            timeout=20_000,
+            timeout=20,
         )
         first = await video_stats(pub, "outbound-rtp")
         await asyncio.sleep(3.0)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route
+from tests.browser.polling import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -141,14 +142,18 @@ async def test_streamer_page_publishes_three_layers_at_720p(browser: Browser, se
 
         # every layer sends frames (Chromium's estimate ramps up: the top layer comes last;
         # under CPU load the encoder may pause one again for a while: remember what was seen)
-        await pub.wait_for_function(
+        # (each layer's largest size seen: under CPU load the encoder may scale one down)
+        await wait_until(
+            pub,
             "async () => { const seen = (window.__seen ??= {});"
             " (await relaycast.pc.getStats()).forEach((s) => {"
             " if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesSent > 0"
-            " && s.frameHeight) seen[s.rid] = {rid: s.rid, width: s.frameWidth,"
+            " && s.frameHeight && (seen[s.rid]?.height ?? 0) < s.frameHeight)"
+            " seen[s.rid] = {rid: s.rid, width: s.frameWidth,"
             " height: s.frameHeight, frames: s.framesSent}; });"
-            " return Object.keys(seen).length === 3; }",
-            timeout=45_000,
+            " return ['f', 'h', 'q'].every((rid) => seen[rid]"
+            " && seen[rid].height === {f: 720, h: 360, q: 180}[rid]); }",
+            timeout=60,
         )
         outbound = sorted(
             (await pub.evaluate("() => Object.values(window.__seen)")),
@@ -437,8 +442,8 @@ async def test_quality_menu_pins_a_layer_and_dashboard_shows_viewers_per_layer(
             " && relaycast.layers.status.current === 'q'",
             timeout=15_000,
         )
-        await low.wait_for_function(INBOUND_HEIGHT_JS.replace("return h;", "return h === 180;"),
-                                    timeout=15_000)  # fmt: skip
+        await wait_until(low, INBOUND_HEIGHT_JS.replace("return h;", "return h === 180;"),
+                         timeout=15)  # fmt: skip
         assert await low.text_content("#quality-current") == "180p"
         assert await low.text_content("#quality-mode") == "pinned to 180p"
 
