@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relaycast.media.bwe.delay import (
+    BETA,
     AimdRateControl,
     InterArrival,
     OveruseDetector,
@@ -34,6 +35,8 @@ REMB_TTL = 5.0
 LOSS_INTERVAL = 0.5  # a loss fraction is taken over at least this much feedback
 LOSS_MIN_PACKETS = 20
 DEFAULT_RTT = 0.1
+LOSS_FLOOR = 0.85  # x the acked rate: where a loss-based decrease stops
+PROBE_FLOOR_TTL = 2.0  # s after a probe result its received rate bounds a delay decrease
 
 
 class BandwidthEstimator:
@@ -134,6 +137,15 @@ class BandwidthEstimator:
             result = probes.evaluate(now)
             if result is not None:
                 self._take_probe(result, now)
+        last = probes.last_result
+        if last is not None and now - last.at <= PROBE_FLOOR_TTL:
+            # the overuse a probe cluster causes itself (its queue) is no news: the cluster
+            # just measured what the link carries, so a decrease stops at beta x that (an
+            # app-limited viewer's acked rate is far below it, and 0.9 x the acked rate would
+            # throw away what the probe found)
+            floor = BETA * last.received_bps
+            if self._aimd.rate < floor:
+                self._aimd.rate = floor
         self._count_loss(lost, len(packets), now)
         self._combine(now)
 
@@ -237,7 +249,9 @@ class BandwidthEstimator:
         if self._loss_since is None:
             self._loss_since = now
         if now - self._loss_since >= LOSS_INTERVAL and self._counted >= LOSS_MIN_PACKETS:
-            self._loss.update(self._lost / self._counted, self._estimate, self.rtt, now)
+            acked = self._acked.rate()
+            floor = LOSS_FLOOR * acked if acked is not None else 0.0
+            self._loss.update(self._lost / self._counted, self._estimate, self.rtt, now, floor)
             self._lost = self._counted = 0
             self._loss_since = now
 
@@ -250,5 +264,7 @@ class BandwidthEstimator:
             estimate = min(estimate, remb[0])
         self._estimate = min(max(estimate, self.min_bps), self.max_bps)
         if self._estimate < self._aimd.rate and self._loss.rate < self._aimd.rate:
-            # keep the delay half from drifting far above what loss allows
-            self._aimd.rate = max(self._loss.rate * 1.5, self._estimate)
+            # keep the delay half from drifting far above what loss allows (a bound only: it
+            # must not lift the delay half past its own app-limited clamp as the loss
+            # constraint relaxes)
+            self._aimd.rate = min(self._aimd.rate, max(self._loss.rate * 1.5, self._estimate))

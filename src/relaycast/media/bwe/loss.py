@@ -3,7 +3,9 @@
 :class:`LossController`: the loss fraction of an interval (from transport-wide feedback, or the
 viewer's receiver reports when there is none) moves the rate it allows:
 
-* loss > 10 %: ``rate = estimate * (1 - 0.5 * loss)``, at most once per ``300 ms + rtt``;
+* loss > 10 %: ``rate = estimate * (1 - 0.5 * loss)``, at most once per ``300 ms + rtt``, but
+  not below ``floor`` (the estimator passes 0.85 x the rate the viewer received: repeated
+  decreases while a sender cannot yet slow down would otherwise compound far below the link);
 * loss < 2 %: the constraint relaxes by 8 % a second (it only matters while it is the lower of
   the two halves, so it never runs away on its own: the delay half or REMB bound the estimate);
 * in between: hold.
@@ -34,8 +36,13 @@ class LossController:
         self._last: float | None = None
         self._last_decrease: float | None = None
 
-    def update(self, loss: float, estimate: float, rtt: float, now: float) -> float:
-        """One interval's loss fraction (0..1) with the current overall ``estimate``."""
+    def update(
+        self, loss: float, estimate: float, rtt: float, now: float, floor: float = 0.0
+    ) -> float:
+        """One interval's loss fraction (0..1) with the current overall ``estimate``; a
+        decrease stops at ``floor`` (what the viewer demonstrably received: a sender that
+        cannot lower its rate at once, such as a layer waiting for the keyframe of a lower
+        one, keeps losing packets for a while, and each decrease would compound)."""
         loss = min(max(loss, 0.0), 1.0)
         self.loss = loss
         dt = 0.0 if self._last is None else min(max(now - self._last, 0.0), 2.0)
@@ -43,7 +50,8 @@ class LossController:
         if loss > HIGH_LOSS:
             last = self._last_decrease
             if last is None or now - last >= DECREASE_HOLD + rtt:
-                self.rate = min(self.rate, estimate) * (1.0 - 0.5 * loss)
+                decreased = min(self.rate, estimate) * (1.0 - 0.5 * loss)
+                self.rate = min(max(decreased, floor), self.rate)
                 self._last_decrease = now
         elif loss < LOW_LOSS:
             self.rate = min(self.rate * RELAX_PER_SECOND**dt, self.max_rate)

@@ -1,12 +1,14 @@
 """Probing before stepping up: short clusters of extra packets, kept within a budget.
 
-A probe is wanted only while something above the estimate is (``want(target_bps)``: the layer
-selection asks for a higher layer). A cluster lasts ``DURATION`` (100 ms) and adds
-``extra = estimate`` of probe traffic (RTX of recent packets, sent by the egress), so what goes
-to the viewer during a probe is at most about twice the estimate. Clusters start at most every
-``INTERVAL`` seconds; while the probes keep finding headroom (the link carried the whole
-cluster), the next may follow after ``FOLLOW_UP`` (exponential search, as libwebrtc's initial
-probing does).
+A probe is wanted only while the layer selection asks for a higher layer (``want(target_bps)``)
+that no recent probe showed the link carries. A cluster lasts ``DURATION`` (100 ms) and adds
+``extra = min(estimate, target)`` of probe traffic (RTX of recent packets, sent by the egress),
+so what goes to the viewer during a probe is at most about twice the estimate. (A target below
+the estimate is probed too: an estimate nothing has tested, such as one seeded from a fast-start
+burst, must not keep the selection waiting for a probe that never starts.) Clusters start at most every
+``INTERVAL`` seconds, doubling up to ``MAX_INTERVAL`` while they keep saturating the link; while
+the probes keep finding headroom (the link carried the whole cluster), the next may follow after
+``FOLLOW_UP`` (exponential search, as libwebrtc's initial probing does).
 
 The result of a cluster is computed from transport-wide feedback on every packet *sent* within
 its time window (media and probes): the send rate, and the receive rate over the arrival span.
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 DURATION = 0.1
 INTERVAL = 5.0
-MAX_INTERVAL = 30.0
+MAX_INTERVAL = 10.0  # a viewer whose link got faster finds out within this (plus a cluster)
+NEW_TARGET = 0.25  # a target this much off the last one is a new one
 FOLLOW_UP = 0.5
 MIN_PACKETS = 5
 SATURATED = 0.9
@@ -90,8 +93,15 @@ class ProbeController:
         return self._cluster is not None
 
     def want(self, target_bps: float | None) -> None:
-        if target_bps != self.target_bps:
-            self._backoff = INTERVAL  # a new target: probe at the normal pace again
+        old = self.target_bps
+        if (old is None) != (target_bps is None) or (
+            old is not None
+            and target_bps is not None
+            and abs(target_bps - old) > NEW_TARGET * old
+        ):
+            # a new target (another layer): probe at the normal pace again; the same layer's
+            # bitrate, measured anew every second, is not one
+            self._backoff = INTERVAL
         self.target_bps = target_bps
 
     def grant(self, now: float, estimate: float, may_start: bool) -> int:
@@ -99,12 +109,18 @@ class ProbeController:
         cluster = self._cluster
         if cluster is None:
             target = self.target_bps
-            if not may_start or target is None or target <= estimate or now < self._next_at:
+            if not may_start or target is None or now < self._next_at:
                 return 0
-            cluster = self._cluster = _Cluster(now, now + DURATION, estimate, last_grant=now)
+            if target <= estimate and self.succeeded(target, now):
+                return 0  # the link has shown it carries the target: nothing to find out
+            # the estimate on top of the media; when the estimate is already above the target
+            # (it was never put to the test: seeded, or grown while the viewer took less),
+            # the target's worth, which shows the link carries it
+            extra = min(estimate, target)
+            cluster = self._cluster = _Cluster(now, now + DURATION, extra, last_grant=now)
             self.clusters += 1
             # the first grant covers one pacing tick (10 ms)
-            amount = estimate * 0.01 / 8
+            amount = extra * 0.01 / 8
         else:
             if now >= cluster.end:
                 if now - cluster.end > TIMEOUT:
