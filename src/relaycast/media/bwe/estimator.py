@@ -21,7 +21,7 @@ from relaycast.media.bwe.delay import (
     TrendlineFilter,
     Usage,
 )
-from relaycast.media.bwe.loss import AckedRate, LossController
+from relaycast.media.bwe.loss import LOW_LOSS, AckedRate, LossController
 from relaycast.media.bwe.probe import ProbeController, ProbeResult
 
 #: (send time on our clock, wire size in bytes, arrival time on the viewer's clock or None)
@@ -240,6 +240,11 @@ class BandwidthEstimator:
         bps = result.bps
         if bps > self._aimd.rate:
             self._aimd.set_rate(bps, now)
+        if self._loss.loss < LOW_LOSS and bps > self._loss.rate:
+            # the link just carried this (lost packets count against a probe's receive rate):
+            # the loss constraint of an earlier congestion need not relax to it at 8 %/s (as
+            # libwebrtc hands a probe's result to its loss-based half)
+            self._loss.rate = bps
         if result.saturated and bps < self._aimd.rate:
             self._aimd.set_rate(bps, now)  # the probe hit the link's capacity below our rate
 

@@ -5,10 +5,10 @@ that no recent probe showed the link carries. A cluster lasts ``DURATION`` (100 
 ``extra = min(estimate, target)`` of probe traffic (RTX of recent packets, sent by the egress),
 so what goes to the viewer during a probe is at most about twice the estimate. (A target below
 the estimate is probed too: an estimate nothing has tested, such as one seeded from a fast-start
-burst, must not keep the selection waiting for a probe that never starts.) Clusters start at most every
-``INTERVAL`` seconds, doubling up to ``MAX_INTERVAL`` while they keep saturating the link; while
-the probes keep finding headroom (the link carried the whole cluster), the next may follow after
-``FOLLOW_UP`` (exponential search, as libwebrtc's initial probing does).
+burst, must not keep the selection waiting for a probe that never starts.) Clusters start at
+most every ``INTERVAL`` seconds, doubling up to ``MAX_INTERVAL`` while they keep saturating the
+link; while the probes keep finding headroom (the link carried the whole cluster), the next may
+follow after ``FOLLOW_UP`` (exponential search, as libwebrtc's initial probing does).
 
 The result of a cluster is computed from transport-wide feedback on every packet *sent* within
 its time window (media and probes): the send rate, and the receive rate over the arrival span.
@@ -95,9 +95,7 @@ class ProbeController:
     def want(self, target_bps: float | None) -> None:
         old = self.target_bps
         if (old is None) != (target_bps is None) or (
-            old is not None
-            and target_bps is not None
-            and abs(target_bps - old) > NEW_TARGET * old
+            old is not None and target_bps is not None and abs(target_bps - old) > NEW_TARGET * old
         ):
             # a new target (another layer): probe at the normal pace again; the same layer's
             # bitrate, measured anew every second, is not one
