@@ -1,7 +1,9 @@
 """Probing before stepping up: short clusters of extra packets, kept within a budget.
 
 A probe is wanted only while the layer selection asks for a higher layer (``want(target_bps)``)
-that no recent probe showed the link carries. A cluster lasts ``DURATION`` (100 ms) and adds
+that no recent probe showed the link carries. A cluster lasts ``DURATION`` (100 ms; at low
+rates up to ``MAX_DURATION``, until it has sent ``MIN_BYTES``: a result needs ``MIN_PACKETS``
+with feedback) and adds
 ``extra = min(estimate, target)`` of probe traffic (RTX of recent packets, sent by the egress),
 so what goes to the viewer during a probe is at most about twice the estimate. (A target below
 the estimate is probed too: an estimate nothing has tested, such as one seeded from a fast-start
@@ -22,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DURATION = 0.1
+MAX_DURATION = 0.4
+MIN_BYTES = 8 * 1200  # a cluster's probe bytes: at least this (longer clusters at low rates)
 INTERVAL = 5.0
 MAX_INTERVAL = 10.0  # a viewer whose link got faster finds out within this (plus a cluster)
 NEW_TARGET = 0.25  # a target this much off the last one is a new one
@@ -115,7 +119,9 @@ class ProbeController:
             # (it was never put to the test: seeded, or grown while the viewer took less),
             # the target's worth, which shows the link carries it
             extra = min(estimate, target)
-            cluster = self._cluster = _Cluster(now, now + DURATION, extra, last_grant=now)
+            # at low rates a cluster lasts until it carried enough packets to be judged
+            duration = min(max(DURATION, MIN_BYTES * 8 / max(extra, 1.0)), MAX_DURATION)
+            cluster = self._cluster = _Cluster(now, now + duration, extra, last_grant=now)
             self.clusters += 1
             # the first grant covers one pacing tick (10 ms)
             amount = extra * 0.01 / 8
@@ -126,7 +132,7 @@ class ProbeController:
                 return 0
             amount = cluster.extra_bps * (now - cluster.last_grant) / 8
             cluster.last_grant = now
-        budget = cluster.extra_bps * DURATION / 8 - cluster.granted
+        budget = cluster.extra_bps * (cluster.end - cluster.start) / 8 - cluster.granted
         amount = max(min(amount, budget), 0.0)
         cluster.granted += amount
         self.total_bytes += amount
