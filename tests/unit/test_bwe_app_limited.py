@@ -16,6 +16,7 @@ from relaycast.media.bwe import BandwidthEstimator
 from relaycast.media.bwe.loss import LossController
 from relaycast.media.bwe.probe import ProbeController
 from relaycast.media.bwe.sim import Link, simulate
+from relaycast.media.feedback.playout_delay import MAX_MS, PlayoutDelayController
 
 LAYERS = [140_000, 470_000, 1_400_000]  # q, h, f as a Chromium publisher sends them
 UP_FACTOR, UP_HOLD = 1.15, 3.0
@@ -103,3 +104,27 @@ def test_the_same_layer_measured_anew_is_not_a_new_target() -> None:
     assert probes._backoff == 10.0
     probes.want(540_000)  # another layer
     assert probes._backoff == 5.0
+
+
+def test_congestion_does_not_raise_the_playout_delay() -> None:
+    ctl = PlayoutDelayController()
+    # loss while the estimator saw a queue building: the layer selection's business
+    for t in range(5):
+        assert ctl.evaluate(0.2, 60.0, float(t), congested=True) is None
+    assert ctl.index == 0
+    # the same loss on an uncongested path (random loss): straight to heavy after two
+    assert ctl.evaluate(0.2, 60.0, 5.0) is None
+    assert ctl.evaluate(0.2, 60.0, 6.0) == (1000, MAX_MS)
+    # congestion never lowers it by itself either: the usual way down
+    assert ctl.evaluate(0.2, 60.0, 7.0, congested=True) is None
+    assert ctl.index == 3
+
+
+def test_the_estimator_says_when_it_saw_congestion() -> None:
+    estimator = BandwidthEstimator(start_bps=300_000)
+    estimator.want_probe(100_000_000)
+    simulate(estimator, Link([(0.0, 800_000)]), 10.0, seed=1)  # fills the link: overuses
+    last = estimator.last_overuse
+    assert last is not None and 0 < last <= 10.0
+    assert estimator.congested(last + 1.0)
+    assert not estimator.congested(last + 3.5)

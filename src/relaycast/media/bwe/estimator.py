@@ -75,6 +75,8 @@ class BandwidthEstimator:
         self.reported = 0
         self.lost_total = 0
         self.overuses = 0
+        #: when the delay signal last said the path is over its capacity (None: never)
+        self.last_overuse: float | None = None
         self._estimate = float(start_bps) if transport_cc else float(max_bps)
 
     # -- the contract ---------------------------------------------------------------------------
@@ -127,6 +129,7 @@ class BandwidthEstimator:
         usage = Usage.OVERUSE if overuse else detector.usage
         if overuse:
             self.overuses += 1
+            self.last_overuse = now
         acked = self._acked.rate()
         if not self._measured and acked is not None:
             # the first throughput seen: what we already send got through, start from there
@@ -208,6 +211,12 @@ class BandwidthEstimator:
 
     def has_transport_feedback(self, now: float) -> bool:
         return self._twcc_active(now)
+
+    def congested(self, now: float, within: float = 3.0) -> bool:
+        """The delay signal saw a queue building (overuse) within the last ``within``
+        seconds: losses and jitter now are the path's congestion (a layer too large, a probe
+        cluster's queue), which the layer selection answers, not random loss."""
+        return self.last_overuse is not None and now - self.last_overuse <= within
 
     def stats(self) -> dict[str, float]:
         return {

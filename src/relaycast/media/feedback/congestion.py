@@ -120,7 +120,8 @@ class ViewerCongestion:
             losses.append(self.bwe.loss_fraction)
         jitter = self._jitter.get("audio") or self._jitter.get("video")
         jitter_ms = jitter[0] if jitter is not None and now - jitter[1] <= REPORT_TTL else 0.0
-        change = playout.evaluate(max(losses, default=0.0), jitter_ms, now)
+        congested = self.bwe.congested(now)
+        change = playout.evaluate(max(losses, default=0.0), jitter_ms, now, congested)
         if change is not None:
             self._set_playout(*change)
 

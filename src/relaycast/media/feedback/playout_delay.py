@@ -21,7 +21,11 @@ heavy      1000 ms    10 %  or 100 ms
 * loss: the worse of the viewer's receiver-report fraction lost (its audio and video) and the
   transport-wide feedback's loss over the last interval;
 * jitter: the receiver report's interarrival jitter of the audio (of the video without audio);
-* up: as soon as two consecutive evaluations call for a higher level, straight to it;
+* up: as soon as two consecutive evaluations call for a higher level, straight to it; not while
+  the viewer's path is congested (the estimator's delay signal saw a queue building within the
+  last 3 s: a layer above the link, a probe cluster, a fast-start burst): buffering does not
+  help there, the layer selection does, and every raise costs the viewer a stall while its
+  jitter buffer fills (Chromium counts each raise of 200 ms or more as a freeze);
 * down: one level at a time, after 10 consecutive evaluations with loss and jitter below half
   of the current level's entry thresholds.
 
@@ -108,15 +112,21 @@ class PlayoutDelayController:
     def delay(self) -> tuple[int, int]:
         return self.level.min_ms, MAX_MS
 
-    def evaluate(self, loss: float, jitter_ms: float, now: float) -> tuple[int, int] | None:
+    def evaluate(
+        self, loss: float, jitter_ms: float, now: float, congested: bool = False
+    ) -> tuple[int, int] | None:
         """The measurements of the last second; the new (min, max) when the level changed,
-        else None. Calls closer than ``INTERVAL`` apart count once."""
+        else None. Calls closer than ``INTERVAL`` apart count once. ``congested``: the
+        estimator saw a queue building just now, so the loss and jitter are congestion (the
+        layer selection's business): they do not raise the level."""
         if self._last is not None and now - self._last < INTERVAL * 0.9:
             return None
         self._last = now
         self.loss, self.jitter_ms = loss, jitter_ms
         wanted = level_for(loss, jitter_ms)
         current = self.index
+        if congested:
+            wanted = min(wanted, current)
         if wanted > current:
             self._down = 0
             self._up += 1
