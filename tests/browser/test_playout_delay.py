@@ -115,7 +115,7 @@ async def test_hints_halve_frozen_time_at_15_percent_loss(tmp_path: Path) -> Non
         # at least halved, per minute, measured side by side
         assert h["frozen"] / h["seconds"] <= 0.5 * n["frozen"] / n["seconds"], (h, n)
         # at 5 %: at most one freeze a minute
-        assert f["freezes"] <= f["seconds"] / 60, f
+        assert f["freezes"] <= 1 and f["seconds"] >= 0.95 * SECONDS, f
         for value in (h, n, f):
             assert value["fps"] >= 15, got  # all of them kept playing
 
