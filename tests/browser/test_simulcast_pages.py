@@ -462,8 +462,12 @@ async def test_quality_menu_pins_a_layer_and_dashboard_shows_viewers_per_layer(
 
         await low.select_option("#quality", "auto")
         await low.wait_for_function("() => relaycast.layers.status.mode === 'auto'", timeout=10_000)
-        await low.wait_for_function(INBOUND_HEIGHT_JS.replace("return h;", "return h > 180;"),
-                                    timeout=30_000)  # fmt: skip
+        try:
+            await wait_until(low, INBOUND_HEIGHT_JS.replace("return h;", "return h > 180;"),
+                             timeout=30)  # fmt: skip
+        except TimeoutError:
+            status = await low.evaluate("() => relaycast.layers.status")
+            raise AssertionError(f"still at 180p in Auto: {status}") from None
 
 
 async def test_dashboard_renders_layer_distribution(browser: Browser, server: Any) -> None:

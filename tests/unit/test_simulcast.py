@@ -416,6 +416,17 @@ def test_down_at_once_up_after_three_seconds_above_the_margin() -> None:
     assert selector.decide(LAYERS, "h", 2_400_000, 35.0).target == "f"
 
 
+def test_the_hold_survives_the_candidate_changing_between_higher_layers() -> None:
+    """From q, the estimate sits around the top layer's bitrate x 1.15 while both move: the
+    best fitting higher layer flips between h and f every second. The hold counts from when
+    a higher layer first fitted (seen with Chromium: a viewer stuck at 180p in Auto)."""
+    selector = LayerSelector()
+    assert selector.decide(LAYERS, "q", 100_000, 0.0).target is None  # paused, hold reset
+    flipping = [2_400_000, 2_200_000, 2_400_000, 2_200_000]  # f fits, only h fits, ...
+    targets = [selector.decide(LAYERS, "q", est, 10.0 + t).target for t, est in enumerate(flipping)]
+    assert targets == ["q", "q", "q", "h"]  # 3 s after 10.0: the best fitting then (2.2: h)
+
+
 def test_pause_when_nothing_fits_and_resume_with_the_same_hold() -> None:
     selector = LayerSelector()
     d = selector.decide(LAYERS, "h", 150_000, 0.0)
@@ -424,6 +435,15 @@ def test_pause_when_nothing_fits_and_resume_with_the_same_hold() -> None:
     assert selector.decide(LAYERS, None, 240_000, 2.0).target is None
     assert selector.decide(LAYERS, None, 240_000, 4.9).target is None
     assert selector.decide(LAYERS, None, 240_000, 5.0).target == "q"
+
+
+def test_a_probe_that_never_confirms_delays_a_step_up_by_probe_patience_only() -> None:
+    selector = LayerSelector()
+    never = lambda bps: False  # noqa: E731
+    selector.decide(LAYERS, "h", 2_400_000, 0.0, never)
+    for t in (3.0, 6.0, 10.9):
+        assert selector.decide(LAYERS, "h", 2_400_000, t, never).target == "h"
+    assert selector.decide(LAYERS, "h", 2_400_000, 11.0, never).target == "f"
 
 
 def test_probe_must_confirm_a_step_up_when_there_is_a_prober() -> None:

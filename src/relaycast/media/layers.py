@@ -12,8 +12,9 @@ The rules (docs/design.md, "Simulcast"):
 * layers are ordered by picture size (from their keyframes), then bitrate;
 * *auto*: the highest layer whose bitrate fits the viewer's estimate. Down at once when the
   estimate falls below the current layer's bitrate; up only when the estimate has been above
-  1.15 x the higher layer's bitrate for 3 s (and, with the estimator's probing, a probe showed
-  the link carries it). No layer fits: the video pauses (audio goes on) until the lowest one
+  1.15 x the higher layer's bitrate for 3 s (a higher layer, not necessarily the same one
+  all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
+  more passed without a probe result. No layer fits: the video pauses (audio goes on) until the lowest one
   fits the same way;
 * *pinned*: the layer the viewer asked for (WHEP layer extension), while it is sent;
 * *top*: the highest layer sent, whatever the estimate: a cluster node pulling the stream
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 
 UP_FACTOR = 1.15  # the estimate must exceed the higher layer's bitrate by this much ...
 UP_HOLD = 3.0  # ... for this long (s) before we step up
+#: with a prober, a step up waits for a probe's confirmation this much longer at most (s): a
+#: viewer whose probes cannot complete (too little media on its current layer to make a
+#: probe of, say) must not stay low for ever; a wrong step is undone at once by the next
+#: estimate (down has no hold)
+PROBE_PATIENCE = 8.0
 ACTIVE_WITHIN = 2.0  # a layer that sent nothing for this long is not offered (s)
 
 
@@ -176,7 +182,9 @@ class LayerSelector:
             self._up = None
             return Decision(current if at is not None else None, here)
         candidate = higher[-1]
-        if self._up is None or self._up[0] != candidate.rid:
+        if self._up is None:
+            # held since some higher layer first fitted: which one may change from second to
+            # second (the top layer's bitrate and the estimate both move), the hold does not
             self._up = (candidate.rid, now)
         held = now - self._up[1]
         if held < UP_HOLD:
@@ -184,7 +192,11 @@ class LayerSelector:
                 current if at is not None else None,
                 f"{here}; {candidate.rid} fits, up in {UP_HOLD - held:.0f} s",
             )
-        if probe_ok is not None and not probe_ok(candidate.bitrate_bps):
+        if (
+            probe_ok is not None
+            and held < UP_HOLD + PROBE_PATIENCE
+            and not probe_ok(candidate.bitrate_bps)
+        ):
             return Decision(
                 current if at is not None else None, f"{here}; probing for {candidate.rid}"
             )
