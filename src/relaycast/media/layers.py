@@ -14,8 +14,8 @@ The rules (docs/design.md, "Simulcast"):
   estimate falls below the current layer's bitrate; up only when the estimate has been above
   1.15 x the higher layer's bitrate for 3 s (a higher layer, not necessarily the same one
   all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
-  more passed without a probe result. No layer fits: the video pauses (audio goes on) until the lowest one
-  fits the same way;
+  more passed without a probe result. No layer fits: the video pauses (audio goes on) until
+  the lowest one fits the same way;
 * *pinned*: the layer the viewer asked for (WHEP layer extension), while it is sent;
 * *top*: the highest layer sent, whatever the estimate: a cluster node pulling the stream
   (cluster/http.py), which serves viewers of every bandwidth from it;
