@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from relaycast.media.bwe import BandwidthEstimator
 from relaycast.media.bwe.history import SequencerLike, TransportFeedbackAdapter, new_sequencer
+from relaycast.media.bwe.trace import RecordingEstimator, new_estimator
 from relaycast.media.downtrack import DownTrack, ExtLayout, stamp_twcc
 from relaycast.media.feedback.playout_delay import PlayoutDelayController, encode
 from relaycast.rtp.rtcp import RtcpReceptionReport, RtcpTransportFeedback
@@ -64,7 +65,8 @@ class ViewerCongestion:
         for downtrack in downtracks:
             if downtrack.layout.twcc_id is not None:
                 downtrack.transport_seq = self.sequencer
-        self.bwe = BandwidthEstimator(transport_cc=twcc)
+        # RELAYCAST_BWE_TRACE=<dir>: an estimator that records its inputs (media/bwe/trace.py)
+        self.bwe: BandwidthEstimator = new_estimator(transport_cc=twcc)
         self.adapter = (
             TransportFeedbackAdapter(self.sequencer, self.bwe) if self.sequencer else None
         )
@@ -197,6 +199,8 @@ class ViewerCongestion:
         if self._probe_handle is not None:
             self._probe_handle.cancel()
             self._probe_handle = None
+        if isinstance(self.bwe, RecordingEstimator):
+            self.bwe.close()
 
     def stats(self) -> dict[str, float]:
         out = dict(self.bwe.stats())
