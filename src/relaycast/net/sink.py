@@ -7,9 +7,10 @@ fresh authenticated traffic, so a leg cannot be pointed anywhere else.
 
 This is also the seam where the native fan-out kernel plugs in (relaycast/native): a sink
 made with its transport's :class:`SrtpContext` and a real socket offers
-:meth:`MediaSink.native_handles`, and the kernel sends the LIVE packets of the DownTracks in
-:attr:`MediaSink.native_owners` itself. Their counts are taken from the kernel whenever a
-counter is read, so ``packets``, ``bytes`` and ``errors`` always include them.
+:meth:`MediaSink.native_handles`, and the kernel sends the packets of the DownTracks in
+:attr:`MediaSink.native_owners` itself: live ones, fast-start replays and NACK answers (RTX
+too). Their counts are taken from the kernel whenever a counter is read, so ``packets``,
+``bytes`` and ``errors`` always include them.
 """
 
 from __future__ import annotations
