@@ -199,6 +199,12 @@ async def test_garbage_and_unknown_ufrags_on_the_shared_port(workers2) -> None:
     base = workers2.http
     port = workers2.udp_port
     before = {w["worker"]: w["pid"] for w in await _workers(base)}
+    for _ in range(40):  # a worker still starting has no pid in the list yet
+        if all(before.values()):
+            break
+        await asyncio.sleep(0.25)
+        before = {w["worker"]: w["pid"] for w in await _workers(base)}
+    assert all(before.values()), before
     _, ufrag, _pwd = await _server_credentials(base)
     junk: list[bytes] = [b"", b"\x00", b"\x01\x01\x00\x00", os.urandom(200), b"\xff" * 1200]
     for prefix in ("a", "b", "c", "Z", "/", "é"):

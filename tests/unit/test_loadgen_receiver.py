@@ -430,8 +430,10 @@ def test_drains_many_sockets_with_kernel_times() -> None:
         nat.nacks = [tuple(x[1:]) for x in nacks if x[0] == v]  # type: ignore[index]
         assert_same(ref, nat, times=False)
         t_ns = nat.log.arrays()[2]
+        # the kernel's stamps (not taken at drain time): within the sends and the drain. Not
+        # necessarily in order: a sender that migrates between cores mid-loop fills two per-CPU
+        # backlogs, and a later-stamped datagram can reach the socket first (seen in CI)
         assert all(before <= t <= after for t in t_ns)
-        assert list(t_ns) == sorted(t_ns)  # kernel stamps of one socket, in order
     # a removed slot's socket is no longer read; its logs stay
     receiver.remove(0)
     rigs[0][1].send(b"\x00\x01\x00\x00")
