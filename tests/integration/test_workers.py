@@ -38,6 +38,18 @@ async def _workers(base: str) -> list[dict[str, Any]]:
     return workers
 
 
+async def _both_workers_up(base: str) -> dict[int, int]:
+    """{worker: pid} once every worker has started (a worker still starting has no pid in
+    the list yet, and datagrams the kernel gives its socket wait until it reads them)."""
+    pids: dict[int, int] = {}
+    for _ in range(40):
+        pids = {w["worker"]: w["pid"] for w in await _workers(base)}
+        if len(pids) == 2 and all(pids.values()):
+            return pids
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the workers did not all start: {pids}")
+
+
 async def _viewers_on_both(base: str, stream: str, at_most: int = 12) -> list[peers.Viewer]:
     """Open viewers (each POST on a new connection, which the kernel gives to either worker)
     until both workers have some."""
@@ -165,16 +177,23 @@ async def test_stun_and_ice_tcp_reach_the_owner(workers2) -> None:
     answered by the session's worker, wherever the kernel delivered them."""
     base = workers2.http
     port = workers2.udp_port
+    await _both_workers_up(base)
     location, ufrag, pwd = await _server_credentials(base)
     owner = int(location.rsplit("/", 1)[1].split(".", 1)[0])
     assert ufrag[0] == "ab"[owner]  # the ufrag names the worker too
     for _ in range(6):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
-            sock.settimeout(3.0)
+            sock.settimeout(1.0)
             request, transaction = _binding(ufrag, pwd)
-            sock.sendto(request, ("127.0.0.1", port))
-            answer, source = sock.recvfrom(2048)
+            for attempt in range(3):  # ICE retransmits an unanswered check (RFC 8445 §14.3)
+                sock.sendto(request, ("127.0.0.1", port))
+                try:
+                    answer, source = sock.recvfrom(2048)
+                    break
+                except TimeoutError:
+                    if attempt == 2:
+                        raise
             assert source == ("127.0.0.1", port)  # from the shared port
             message = stun.StunMessage.parse(answer)
             assert message.msg_class == stun.SUCCESS and message.transaction_id == transaction
@@ -198,13 +217,7 @@ async def test_stun_and_ice_tcp_reach_the_owner(workers2) -> None:
 async def test_garbage_and_unknown_ufrags_on_the_shared_port(workers2) -> None:
     base = workers2.http
     port = workers2.udp_port
-    before = {w["worker"]: w["pid"] for w in await _workers(base)}
-    for _ in range(40):  # a worker still starting has no pid in the list yet
-        if all(before.values()):
-            break
-        await asyncio.sleep(0.25)
-        before = {w["worker"]: w["pid"] for w in await _workers(base)}
-    assert all(before.values()), before
+    before = await _both_workers_up(base)
     _, ufrag, _pwd = await _server_credentials(base)
     junk: list[bytes] = [b"", b"\x00", b"\x01\x01\x00\x00", os.urandom(200), b"\xff" * 1200]
     for prefix in ("a", "b", "c", "Z", "/", "é"):
