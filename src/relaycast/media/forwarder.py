@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from relaycast import native
 from relaycast.media.downtrack import CATCHING_UP, LIVE, ExtLayout
+from relaycast.media.picture_ids import StreamPictureIds
 from relaycast.net.sink import Address, MediaSink
 from relaycast.rtp.packet import RtpPacket
 from relaycast.rtp.resolution import FrameSize, frame_size
@@ -86,6 +87,8 @@ class Forwarder:
         self.rid: str | None = None
         self.parent: Forwarder | None = None
         self.layers: dict[str, Forwarder] = {}
+        #: the VP8 picture numbering its layers share (media/picture_ids.py)
+        self.picture_ids = StreamPictureIds()
         #: called when a layer (or the single encoding) gets or loses its source, keyed by
         #: the viewer that listens (Subscriber.select_layer)
         self.layer_listeners: dict[object, Callable[[], None]] = {}

@@ -9,6 +9,7 @@ from relaycast.media.feedback.keyframes import KeyframeRequester
 from relaycast.media.feedback.nack import NackGenerator
 from relaycast.media.feedback.reports import ReceiverStats
 from relaycast.media.forwarder import Forwarder
+from relaycast.media.picture_ids import LayerPictureIds
 from relaycast.media.stats import StreamCounters
 from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket
@@ -69,6 +70,14 @@ class Track:
         self.frames = 0
         self.frame_rate = 0.0
         self._rate_mark: tuple[float, int, int] | None = None
+        #: a VP8 simulcast layer's pictures, renumbered into its stream's numbering so that
+        #: layer switches keep them going forward (media/picture_ids.py)
+        root = forwarder.parent
+        self.picture_ids = (
+            LayerPictureIds(root.picture_ids)
+            if rid is not None and root is not None and self.codec_name == "vp8"
+            else None
+        )
 
     def on_packet(self, packet: RtpPacket, now: float, size: int) -> None:
         """Account for one packet and hand it to the Forwarder."""
@@ -85,6 +94,8 @@ class Track:
                 keyframe = True
                 self.keyframes_seen += 1
                 self.keyframes.keyframe_received(now)
+        if self.picture_ids is not None and packet.payload:
+            packet.payload = self.picture_ids.rewrite(packet.payload, keyframe)
         self.last_timestamp = packet.timestamp
         self.last_arrival = now
         self.forwarder.forward(packet, keyframe, now)
