@@ -175,6 +175,7 @@ class IngressLeg:
         if self.remb is not None:
             self.remb.on_rtp(packet, arrival_us, now)
         track = self.tracks.get(packet.ssrc)
+        arrived_on = packet.ssrc
         if track is None:
             rtx_track = self._rtx.get(packet.ssrc)
             if rtx_track is not None:
@@ -187,7 +188,7 @@ class IngressLeg:
                 if routed is None:
                     return
                 packet, track = routed
-        track.on_packet(packet, now, len(data))
+        track.on_packet(packet, now, len(data), repaired=arrived_on != track.ssrc)
         if self.recording is not None and (track.rid is None or track.rid == self.record_rid):
             self.recording.rtp(track, packet, arrival_us)
 

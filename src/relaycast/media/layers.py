@@ -14,8 +14,9 @@ The rules (docs/design.md, "Simulcast"):
   estimate falls below the current layer's bitrate; up only when the estimate has been above
   1.15 x the higher layer's bitrate for 3 s (a higher layer, not necessarily the same one
   all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
-  more passed without a probe result. No layer fits: the video pauses (audio goes on) until
-  the lowest one fits the same way;
+  more passed without a probe result. No layer fits: the lowest one for 2 s, then the video
+  pauses (audio goes on) until the lowest one fits the way a step up does, and resumes
+  with it;
 * *pinned*: the layer the viewer asked for (WHEP layer extension), while it is sent;
 * *top*: the highest layer sent, whatever the estimate: a cluster node pulling the stream
   (cluster/http.py), which serves viewers of every bandwidth from it;
@@ -42,6 +43,10 @@ UP_HOLD = 3.0  # ... for this long (s) before we step up
 #: probe of, say) must not stay low for ever; a wrong step is undone at once by the next
 #: estimate (down has no hold)
 PROBE_PATIENCE = 8.0
+#: the estimate must stay below the lowest layer's bitrate this long (s) before the video
+#: pauses (on the lowest layer meanwhile): a dip of the estimate, or a keyframe's worth on the
+#: layer's rate, is not worth a frozen picture
+PAUSE_HOLD = 2.0
 ACTIVE_WITHIN = 2.0  # a layer that sent nothing for this long is not offered (s)
 
 
@@ -106,6 +111,7 @@ class LayerSelector:
         self._up: tuple[str, float] | None = None  # (higher rid whose condition holds, since)
         #: the video is paused because no layer fits (resuming then waits like stepping up)
         self.paused = False
+        self._below: float | None = None  # since when not even the lowest layer fits
 
     def pin(self, rid: str | None) -> None:
         """Pin a layer (WHEP layer extension); None returns to automatic selection."""
@@ -167,7 +173,19 @@ class LayerSelector:
             return self._best(fitting, est)
         if at is not None and active[at].bitrate_bps > estimate:
             self._up = None  # down at once
+            if not fitting:
+                # not even the lowest layer fits: that one, and the video pauses if it lasts
+                if self._below is None:
+                    self._below = now
+                left = PAUSE_HOLD - (now - self._below)
+                if left > 0:
+                    return Decision(
+                        active[0].rid,
+                        f"estimate {est} below lowest layer: video pauses in {left:.0f} s",
+                    )
+            self._below = None
             return self._best(fitting, est)
+        self._below = None
         higher = [
             layer
             for layer in active[(at + 1 if at is not None else 0) :]
@@ -181,7 +199,9 @@ class LayerSelector:
         if not higher:
             self._up = None
             return Decision(current if at is not None else None, here)
-        candidate = higher[-1]
+        # up to the best layer that fits; out of a pause, to the lowest one (what the link
+        # carries is unknown while so little goes to the viewer)
+        candidate = higher[-1] if at is not None else higher[0]
         if self._up is None:
             # held since some higher layer first fitted: which one may change from second to
             # second (the top layer's bitrate and the estimate both move), the hold does not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from relaycast.media.feedback.keyframes import KeyframeRequester
@@ -15,6 +16,8 @@ from relaycast.rtp.codecs import is_keyframe_start
 from relaycast.rtp.packet import RtpPacket
 from relaycast.rtp.rtcp import RtcpPacket, RtcpSenderReport
 from relaycast.sdp import Codec, codec_key
+
+RATE_WINDOW = 4  # update_bitrate calls (seconds) the rates are taken over
 
 
 class Track:
@@ -64,12 +67,17 @@ class Track:
         self.bytes = 0
         self.keyframes_seen = 0
         self.retransmissions = 0
-        #: bits/s over the last report interval (the retransmission budgets follow it)
+        #: bytes of first transmissions: what the layer costs a viewer (the publisher's RTX,
+        #: repairs and its own bandwidth probes, is not part of it)
+        self.media_bytes = 0
+        #: bits/s of first transmissions over the last few seconds (``RATE_WINDOW`` marks of
+        #: :meth:`update_bitrate`: a keyframe is not a step of the layer's rate); the layer
+        #: selection and the retransmission budgets follow it
         self.bitrate = 0.0
-        #: video frames (RTP timestamps) seen, and frames/s over the last report interval
+        #: video frames (RTP timestamps) seen, and frames/s over the same window
         self.frames = 0
         self.frame_rate = 0.0
-        self._rate_mark: tuple[float, int, int] | None = None
+        self._rate_marks: deque[tuple[float, int, int]] = deque(maxlen=RATE_WINDOW + 1)
         #: a VP8 simulcast layer's pictures, renumbered into its stream's numbering so that
         #: layer switches keep them going forward (media/picture_ids.py)
         root = forwarder.parent
@@ -79,10 +87,13 @@ class Track:
             else None
         )
 
-    def on_packet(self, packet: RtpPacket, now: float, size: int) -> None:
-        """Account for one packet and hand it to the Forwarder."""
+    def on_packet(self, packet: RtpPacket, now: float, size: int, repaired: bool = False) -> None:
+        """Account for one packet and hand it to the Forwarder; ``repaired``: it came as the
+        publisher's retransmission (RFC 4588)."""
         self.packets += 1
         self.bytes += size
+        if not repaired:
+            self.media_bytes += size
         self.reception.on_packet(packet.sequence_number, packet.timestamp, now)
         if self.nack is not None:
             self.nack.on_packet(packet.sequence_number, now)
@@ -123,12 +134,13 @@ class Track:
         }
 
     def update_bitrate(self, now: float) -> None:
-        """Called once a second: the receive rate since the last call."""
-        mark = self._rate_mark
-        if mark is not None and now > mark[0]:
-            self.bitrate = (self.bytes - mark[1]) * 8 / (now - mark[0])
-            self.frame_rate = (self.frames - mark[2]) / (now - mark[0])
-        self._rate_mark = (now, self.bytes, self.frames)
+        """Called once a second: the rates over the last ``RATE_WINDOW`` calls."""
+        marks = self._rate_marks
+        if marks and now > marks[0][0]:
+            then, media_bytes, frames = marks[0]
+            self.bitrate = (self.media_bytes - media_bytes) * 8 / (now - then)
+            self.frame_rate = (self.frames - frames) / (now - then)
+        marks.append((now, self.media_bytes, self.frames))
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, coalesced to one per interval (RFC 4585 §6.3.1)."""
