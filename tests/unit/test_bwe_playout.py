@@ -91,7 +91,11 @@ def test_playout_layouts_are_shared_and_switchable_off() -> None:
     assert isinstance(one.transport_seq, PySequencer)
     # one viewer's reports call for more buffering: only its layout changes
     block = RtcpReceptionReport(1234, 40, 10, 100, 0, 0, 0)
-    for t in (1.0, 2.0):
+    for t in (0.0, 1.0, 2.0, 3.0):  # the first seconds' losses are the join's: no change
+        c1.on_report_block(one, block, t)
+        c1.tick(t)
+    assert one.layout is two.layout and c1.playout is not None and c1.playout.index == 0
+    for t in (5.0, 6.0):
         c1.on_report_block(one, block, t)
         c1.tick(t)
     assert one.layout is not two.layout

@@ -36,11 +36,17 @@ _HEADER = struct.Struct("!BBHII")
 PROBE_TICK = 0.01
 PROBE_PACKETS = 64  # newest packets a probe may resend
 REPORT_TTL = 5.0  # a receiver report's loss and jitter count this long
+#: a new viewer's first seconds (s): what it loses then is the server's own doing (the
+#: fast-start burst, the top layer it gets before its first estimate), which the layer
+#: selection answers; it does not raise the playout delay (each later step down cost
+#: Chromium viewers behind a rate limit a freeze)
+JOIN_GRACE = 4.0
 
 
 class ViewerCongestion:
     __slots__ = (
         "_jitter",
+        "_joined",
         "_loss",
         "_probe_handle",
         "adapter",
@@ -84,6 +90,7 @@ class ViewerCongestion:
         self._loss: dict[int, tuple[float, float]] = {}  # ssrc -> (fraction, at)
         self._jitter: dict[str, tuple[float, float]] = {}  # kind -> (ms, at)
         self._probe_handle: asyncio.TimerHandle | None = None
+        self._joined: float | None = None  # the first report or tick
         self.feedback = 0
         self.probe_bytes = 0
         self.probe_packets = 0
@@ -99,6 +106,8 @@ class ViewerCongestion:
     def on_report_block(self, downtrack: DownTrack, block: RtcpReceptionReport, now: float) -> None:
         rtt = downtrack.stats.rtt
         self.bwe.on_receiver_report(block.fraction_lost / 256, rtt, now)
+        if self._in_grace(now):
+            return
         self._loss[block.ssrc] = (block.fraction_lost / 256, now)
         self._jitter[downtrack.kind] = (block.jitter * 1000.0 / downtrack.clock_rate, now)
 
@@ -122,10 +131,15 @@ class ViewerCongestion:
             losses.append(self.bwe.loss_fraction)
         jitter = self._jitter.get("audio") or self._jitter.get("video")
         jitter_ms = jitter[0] if jitter is not None and now - jitter[1] <= REPORT_TTL else 0.0
-        congested = self.bwe.congested(now)
+        congested = self.bwe.congested(now) or self._in_grace(now)
         change = playout.evaluate(max(losses, default=0.0), jitter_ms, now, congested)
         if change is not None:
             self._set_playout(*change)
+
+    def _in_grace(self, now: float) -> bool:
+        if self._joined is None:
+            self._joined = now
+        return now - self._joined < JOIN_GRACE
 
     def _set_playout(self, min_ms: int, max_ms: int) -> None:
         video = self.video

@@ -25,7 +25,8 @@ heavy      1000 ms    10 %  or 100 ms
   the viewer's path is congested (the estimator's delay signal saw a queue building within the
   last 3 s: a layer above the link, a probe cluster, a fast-start burst): buffering does not
   help there, the layer selection does, and every raise costs the viewer a stall while its
-  jitter buffer fills (Chromium counts each raise of 200 ms or more as a freeze);
+  jitter buffer fills (Chromium counts each raise of 200 ms or more as a freeze); nor in a
+  viewer's first 4 s (``congestion.JOIN_GRACE``), whose losses are the fast-start burst's;
 * down: one level at a time, after 10 consecutive evaluations with loss and jitter below half
   of the current level's entry thresholds.
 
