@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 DURATION = 0.1
 MAX_DURATION = 0.4
-MIN_BYTES = 10 * 1200  # a cluster's probe bytes: at least this (longer clusters at low rates;
-#: a rate limiter's bucket lets a few packets through at line rate, which must not be most
-#: of a cluster)
+MIN_BYTES = 4 * 1200  # a cluster's probe bytes: at least this (longer clusters at low rates;
+#: 10 packets made the queue a 250 kbit/s viewer's cluster builds long enough to freeze it)
 INTERVAL = 5.0
 MAX_INTERVAL = 10.0  # a viewer whose link got faster finds out within this (plus a cluster)
 NEW_TARGET = 0.25  # a target this much off the last one is a new one
