@@ -416,6 +416,20 @@ def test_down_at_once_up_after_three_seconds_above_the_margin() -> None:
     assert selector.decide(LAYERS, "h", 2_400_000, 35.0).target == "f"
 
 
+def test_an_estimate_just_below_the_layer_goes_down_only_if_it_stays() -> None:
+    """A dip of the estimate to 0.95 x the layer's rate (after a probe's queue, seen with a
+    Chromium viewer at 800 kbit/s on a 470 kbit/s layer) is not a reason to go down; one that
+    lasts 1 s is, and one far below goes down at once."""
+    selector = LayerSelector()
+    assert selector.decide(LAYERS, "h", 570_000, 0.0).target == "h"
+    assert "just below h" in selector.decide(LAYERS, "h", 570_000, 0.5).reason
+    assert selector.decide(LAYERS, "h", 700_000, 0.8).target == "h"  # back: the hold ends
+    assert selector.decide(LAYERS, "h", 570_000, 1.0).target == "h"
+    assert selector.decide(LAYERS, "h", 570_000, 1.9).target == "h"
+    assert selector.decide(LAYERS, "h", 570_000, 2.0).target == "q"
+    assert LayerSelector().decide(LAYERS, "h", 470_000, 0.0).target == "q"
+
+
 def test_the_hold_survives_the_candidate_changing_between_higher_layers() -> None:
     """From q, the estimate sits around the top layer's bitrate x 1.15 while both move: the
     best fitting higher layer flips between h and f every second. The hold counts from when

@@ -11,9 +11,9 @@ The rules (docs/design.md, "Simulcast"):
 
 * layers are ordered by picture size (from their keyframes), then bitrate;
 * *auto*: the highest layer whose bitrate fits the viewer's estimate. Down at once when the
-  estimate falls below the current layer's bitrate; up only when the estimate has been above
-  1.15 x the higher layer's bitrate for 3 s (a higher layer, not necessarily the same one
-  all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
+  estimate falls below 0.8 x the current layer's bitrate, after 1 s when it stays just below
+  it; up only when the estimate has been above 1.15 x the higher layer's bitrate for 3 s (a
+  higher layer, not necessarily the same one all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
   more passed without a probe result. No layer fits: the lowest one for 2 s, then the video
   pauses (audio goes on) until the lowest one fits the way a step up does, and resumes
   with it;
@@ -43,6 +43,10 @@ UP_HOLD = 3.0  # ... for this long (s) before we step up
 #: probe of, say) must not stay low for ever; a wrong step is undone at once by the next
 #: estimate (down has no hold)
 PROBE_PATIENCE = 8.0
+#: an estimate below the current layer's bitrate but above this share of it switches down
+#: only once it has stayed there ``DOWN_HOLD`` seconds; further below, at once
+DOWN_AT_ONCE = 0.8
+DOWN_HOLD = 1.0
 #: the estimate must stay below the lowest layer's bitrate this long (s) before the video
 #: pauses (on the lowest layer meanwhile): a dip of the estimate, or a keyframe's worth on the
 #: layer's rate, is not worth a frozen picture
@@ -112,6 +116,7 @@ class LayerSelector:
         #: the video is paused because no layer fits (resuming then waits like stepping up)
         self.paused = False
         self._below: float | None = None  # since when not even the lowest layer fits
+        self._down: float | None = None  # since when the estimate is just below the layer
 
     def pin(self, rid: str | None) -> None:
         """Pin a layer (WHEP layer extension); None returns to automatic selection."""
@@ -172,7 +177,16 @@ class LayerSelector:
             self._up = None
             return self._best(fitting, est)
         if at is not None and active[at].bitrate_bps > estimate:
-            self._up = None  # down at once
+            self._up = None
+            layer = active[at]
+            if estimate >= DOWN_AT_ONCE * layer.bitrate_bps:
+                # just below: down if it lasts (the estimate dips after a probe's queue, the
+                # layer's rate swings with the picture)
+                if self._down is None:
+                    self._down = now
+                if now - self._down < DOWN_HOLD:
+                    return Decision(current, f"estimate {est} just below {layer.rid}'s rate")
+            self._down = None
             if not fitting:
                 # not even the lowest layer fits: that one, and the video pauses if it lasts
                 if self._below is None:
@@ -186,6 +200,7 @@ class LayerSelector:
             self._below = None
             return self._best(fitting, est)
         self._below = None
+        self._down = None
         higher = [
             layer
             for layer in active[(at + 1 if at is not None else 0) :]
