@@ -72,7 +72,7 @@ def trail(w: Watcher, since: float) -> list[tuple[Any, ...]]:
 
 
 async def test_layers_follow_each_viewers_bandwidth(tmp_path: Path) -> None:
-    known_issue: list[str] = []  # freezes and frame rate, still open (the xfail below)
+    missed: list[str] = []  # frame-rate and freeze bounds missed (checked once all is measured)
     with lab_or_skip(tmp_path) as lab:
         srv, pub = lab.add("srv"), lab.add("pub")
         top, mid, low = lab.add("top"), lab.add("mid"), lab.add("low")
@@ -169,7 +169,7 @@ async def test_layers_follow_each_viewers_bandwidth(tmp_path: Path) -> None:
                     report(f"{w.name} settled", {**got, "layers": layers_seen})
                     assert layers_seen == {expected[w.name]}, (w.name, layers_seen)
                     if got["fps"] < MIN_FPS or got["freezes"] > 1:
-                        known_issue.append(f"{w.name} settled: {got}")
+                        missed.append(f"{w.name} settled: {got}")
 
                 # the middle viewer's limit drops: down to q within 5 s, still playing
                 lab.limit(mid, LOW)
@@ -181,7 +181,7 @@ async def test_layers_follow_each_viewers_bandwidth(tmp_path: Path) -> None:
                 after = w_mid.window(t_drop + (down or 0), w_mid.now())
                 report("mid after the drop", after)
                 if after["fps"] < MIN_FPS - 5:  # plays on
-                    known_issue.append(f"mid after the drop: {after} {trail(w_mid, t_drop)}")
+                    missed.append(f"mid after the drop: {after} {trail(w_mid, t_drop)}")
                 assert after["bps"] < 1.1 * LOW * 1000, after  # the limit is what it gets
 
                 # the limit goes back up: h again within 20 s
@@ -209,7 +209,7 @@ async def test_layers_follow_each_viewers_bandwidth(tmp_path: Path) -> None:
                     report(f"{w.name} from settled to the end", got)
                     assert {s.layer for s in w.samples if s.t >= start} == {expected[w.name]}
                     if got["fps"] < MIN_FPS or got["freezes"] > 1 or per_minute > 1.5:
-                        known_issue.append(f"{w.name} from settled to the end: {got}")
+                        missed.append(f"{w.name} from settled to the end: {got}")
 
                 # the WHEP layer extension: the player pins h, then returns to automatic
                 assert await w_top.pin({"mediaId": "0", "encodingId": "h"}) == 204
@@ -243,15 +243,12 @@ async def test_layers_follow_each_viewers_bandwidth(tmp_path: Path) -> None:
                     "samples": [asdict(s) for s in w_mid.samples],
                 }
                 text = json.dumps(series, indent=1)
-                if known_issue:
-                    # Freezes: a layer switch sometimes leaves a stream Chromium does not decode
-                    # until its own keyframe request ~3 s later, and the limited viewers froze
-                    # now and then while settled (2-3 runs in 9; cause not found, issue 9 open:
-                    # docs/bwe.md). Reported as an expected failure, never as a pass.
-                    pytest.xfail("after a layer switch, Chromium froze: " + "; ".join(known_issue))
                 (tmp_path / "simulcast-series.json").write_text(text)
                 if os.environ.get("RELAYCAST_SIMULCAST_SERIES"):
                     Path(os.environ["RELAYCAST_SIMULCAST_SERIES"]).write_text(text)
+                # every viewer decoded at >= 20 frames/s with at most one freeze a minute, and
+                # the switched one kept playing (the freezes after switches: media/picture_ids.py)
+                assert not missed, missed
             finally:
                 for w in watchers:
                     await w.stop()
