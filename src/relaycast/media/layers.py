@@ -13,10 +13,10 @@ The rules (docs/design.md, "Simulcast"):
 * *auto*: the highest layer whose bitrate fits the viewer's estimate. Down at once when the
   estimate falls below 0.8 x the current layer's bitrate, after 1 s when it stays just below
   it; up only when the estimate has been above 1.15 x the higher layer's bitrate for 3 s (a
-  higher layer, not necessarily the same one all along), and, with the estimator's probing, a probe showed the link carries it, or 8 s
-  more passed without a probe result. No layer fits: the lowest one for 2 s, then the video
-  pauses (audio goes on) until the lowest one fits the way a step up does, and resumes
-  with it;
+  higher layer, not necessarily the same one all along), and, with the estimator's probing, a
+  probe showed the link carries it, or 8 s more passed without a probe result. No layer fits:
+  the lowest one for 2 s, then the video pauses (audio goes on) until the lowest one fits the
+  way a step up does, and resumes with it;
 * *pinned*: the layer the viewer asked for (WHEP layer extension), while it is sent;
 * *top*: the highest layer sent, whatever the estimate: a cluster node pulling the stream
   (cluster/http.py), which serves viewers of every bandwidth from it;
