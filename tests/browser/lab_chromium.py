@@ -14,27 +14,11 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, Playwright
+from tests.chromium import ARGS, CHROMIUM
 from tests.integration.netns import Node
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
 
 #: the third-party player's own origin: a plain HTTP server on the viewer's loopback (a
 #: public origin would need Chromium's local-network-access permission to reach the lab)

@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, async_playwright
+from tests.chromium import ARGS, CHROMIUM
 from tests.integration.netns import ROOT, Lab, Node, lab_or_skip, python_env
-from tests.integration.test_ice_tcp import ARGS, CHROMIUM, PATH_JS
+from tests.integration.test_ice_tcp import PATH_JS
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 SECRET = "cluster-secret-for-tests-0123456789"

@@ -20,28 +20,14 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, async_playwright
+from tests.chromium import ARGS, CHROMIUM
 from tests.integration.netns import ROOT, lab_or_skip, python_env
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
 ]
 
-ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
 
 # The page's peer connection: frames decoded (viewer) or sent (streamer), and the selected
 # candidate pair's transports.

@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from tests.unit.fake_sink import FakeSink
 
 from relaycast.media.downtrack import LIVE, MID_URI, DownTrack, ExtLayout
 from relaycast.media.egress import KEYFRAME_REQUEST_INTERVAL, EgressLeg
@@ -24,7 +25,6 @@ from relaycast.rtp.rtcp import (
     RtcpPli,
     RtcpReceiverReport,
     RtcpRemb,
-    parse_compound,
 )
 from relaycast.sdp import negotiate_publish, parse_sdp
 
@@ -33,25 +33,6 @@ TWCC_LINE = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensi
 VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 1000
 VP8_DELTA = bytes([0x10, 0x01]) + b"d" * 1000
 OPUS = b"\x78" + b"a" * 80
-
-
-class FakeSink:
-    """Records what a leg sends (no SRTP, no socket)."""
-
-    def __init__(self) -> None:
-        self.rtp: list[RtpPacket] = []
-        self.rtcp: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> int:
-        self.rtp.append(RtpPacket.parse(packet))
-        return len(packet)
-
-    def send_rtcp(self, packet: bytes) -> int:
-        self.rtcp.append(packet)
-        return len(packet)
-
-    def rtcp_packets(self) -> list[object]:
-        return [p for data in self.rtcp for p in parse_compound(data)]
 
 
 def chrome_offer(*, twcc: bool = True) -> str:

@@ -3,7 +3,7 @@ reference (receive_log.ReceiveLog behind the classification of ClientTransport._
 the same datagrams give the same logs, counters, handed-back datagrams and NACKs; real sockets
 drained with recvmmsg give the same logs with kernel arrival times; hostile datagrams (random,
 truncated, oversized, and authenticated packets with lying headers) crash nothing and still
-agree. scripts/asan_receiver.sh runs this file against an AddressSanitizer build."""
+agree. scripts/asan.sh receiver runs this file against an AddressSanitizer build."""
 
 from __future__ import annotations
 

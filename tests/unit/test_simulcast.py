@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from tests.unit.fake_sink import FakeSink
 
 import relaycast.media.downtrack as downtrack_module
 from relaycast.media.downtrack import LIVE, MID_URI, PAUSED, WAITING, DownTrack, ExtLayout
@@ -16,8 +17,8 @@ from relaycast.media.forwarder import Forwarder
 from relaycast.media.ingress import IngressLeg
 from relaycast.media.layers import LayerInfo, LayerSelector, ViewerEstimate, layer_infos
 from relaycast.media.stats import StreamCounters
-from relaycast.rtp.packet import RtpPacket, build_extensions
-from relaycast.rtp.rtcp import RtcpPli, RtcpSenderReport, parse_compound
+from relaycast.rtp.packet import build_extensions
+from relaycast.rtp.rtcp import RtcpSenderReport
 from relaycast.sdp import negotiate_publish, parse_sdp
 
 SAMPLES = Path(__file__).parent / "sdp_samples"
@@ -26,25 +27,6 @@ SSRCS = {"h": 0x1000, "m": 0x2000, "l": 0x3000}
 RTX_SSRCS = {"h": 0x1001, "m": 0x2001, "l": 0x3001}
 # the Chrome sample's extension ids: mid 9, rid 10, repaired rid 11
 MID_ID, RID_ID, RRID_ID = 9, 10, 11
-
-
-class FakeSink:
-    def __init__(self) -> None:
-        self.rtp: list[RtpPacket] = []
-        self.rtcp: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> int:
-        self.rtp.append(RtpPacket.parse(packet))
-        return len(packet)
-
-    def send_rtcp(self, packet: bytes) -> int:
-        self.rtcp.append(packet)
-        return len(packet)
-
-    def plis(self) -> list[int]:
-        return [
-            p.media_ssrc for d in self.rtcp for p in parse_compound(d) if isinstance(p, RtcpPli)
-        ]
 
 
 def vp8(keyframe: bool, size: tuple[int, int] = (0, 0), body: int = 800) -> bytes:
