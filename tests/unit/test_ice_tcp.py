@@ -307,8 +307,13 @@ async def test_media_rides_the_connection_both_ways_and_has_no_native_handles(
     (sink,) = plane.sinks
     assert sink.native_handles() is None  # the native kernel sends over UDP sockets only
     rtp = bytes([0x80, 96]) + struct.pack("!HII", 1, 1000, 0x1234) + b"payload"
-    assert sink.send_rtp(rtp) > 0
+    counters = plane.mux.counters
+    udp_out, tcp_out = counters.udp_bytes_out, counters.tcp_bytes_out
+    sent = sink.send_rtp(rtp)
+    assert sent > 0
     assert theirs.unprotect(await read_frame(reader)) == rtp
+    sink.fold()  # counted once: as ICE-TCP bytes (with the 2-byte framing), not as UDP
+    assert counters.tcp_bytes_out == tcp_out + sent + 2 and counters.udp_bytes_out == udp_out
     writer.write(frame(theirs.protect(rtp)))
     await until(lambda: plane.rtp == [rtp])
     # the path's connection goes: a connected session whose media went there ends
@@ -332,8 +337,13 @@ async def test_a_udp_sink_still_has_native_handles(plane: Plane) -> None:
     )
     handles = sink.native_handles()
     assert handles is not None and handles[1] is plane.mux.sock
+    udp_out = plane.mux.counters.udp_bytes_out
+    sent = sink.send_rtp(bytes([0x80, 96]) + struct.pack("!HII", 1, 1000, 0x1234) + b"x")
+    assert sent > 0
     sink.route(plane.mux.sender_for(tcp_key(("127.0.0.1", 9))), tcp_key(("127.0.0.1", 9)))
     assert sink.native_handles() is None
+    # the move to ICE-TCP: what went over UDP so far stays counted as UDP
+    assert plane.mux.counters.udp_bytes_out == udp_out + sent
 
 
 async def test_a_session_that_closes_closes_its_connection(plane: Plane) -> None:

@@ -29,7 +29,7 @@ from relaycast.net.addresses import candidate_addresses
 from relaycast.net.dtls import DtlsCertificate
 from relaycast.net.ice_lite import IceLite
 from relaycast.net.ice_tcp import IceTcpListener, open_ice_tcp
-from relaycast.net.udp_mux import UdpMux, open_udp_mux
+from relaycast.net.udp_mux import UdpMux, is_tcp, open_udp_mux
 from relaycast.sdp import (
     LocalTransport,
     SessionDescription,
@@ -296,7 +296,7 @@ class MediaServer:
         live = 0
         for session in self.sessions.values():
             sink = session.transport.sink
-            if sink is not None:
+            if sink is not None and not is_tcp(sink.addr):  # ICE-TCP: tcp_bytes_out
                 live += sink.bytes
         return self.counters.udp_bytes_out + live
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from relaycast.media.stats import ServerCounters, StreamCounters
 from relaycast.net.srtp import SrtpContext, SrtpError
+from relaycast.net.udp_mux import is_tcp
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class MediaSink:
         """Send to ``addr`` with ``sendto`` from now on: the peer moved, possibly between UDP
         and an ICE-TCP connection. The native owners see the move and, when the new
         ``sendto`` is no UDP socket's, go back to the Python path (native_handles is None)."""
+        if is_tcp(addr) != is_tcp(self._addr):
+            self.fold()  # what went so far counts for the old path's protocol
         self._sendto = sendto
         self.addr = addr
 
@@ -173,7 +176,8 @@ class MediaSink:
         self._drain()
         self.stream.egress_packets += self._packets
         self.stream.egress_bytes += self._bytes
-        self.server.udp_bytes_out += self._bytes
+        if not is_tcp(self._addr):  # ICE-TCP connections count their own (tcp_bytes_out)
+            self.server.udp_bytes_out += self._bytes
         self._packets = self._bytes = 0
 
     def send_rtcp(self, packet: _Bytes) -> int:
@@ -185,7 +189,8 @@ class MediaSink:
             self.server.send_errors += 1
             log.debug("rtcp to %s failed: %s", self._addr, exc)
             return 0
-        self.server.udp_bytes_out += len(data)
+        if not is_tcp(self._addr):
+            self.server.udp_bytes_out += len(data)
         return len(data)
 
 
