@@ -115,8 +115,9 @@ class StreamStats:
         self.resolution = {k: v for k, v in self.resolution.items() if k in current}
 
         ingress_bps = egress_bps = 0
-        udp_in = snap.counters.get("udp_bytes_in", 0)
-        udp_out = snap.counters.get("udp_bytes_out", 0)
+        # the server's throughput: UDP and ICE-TCP (each byte counted by one of them)
+        udp_in = snap.counters.get("udp_bytes_in", 0) + snap.counters.get("tcp_bytes_in", 0)
+        udp_out = snap.counters.get("udp_bytes_out", 0) + snap.counters.get("tcp_bytes_out", 0)
         if self._udp_last is not None and now > self._udp_last[0]:
             span = now - self._udp_last[0]
             ingress_bps = max(0, int((udp_in - self._udp_last[1]) * 8 / span))
