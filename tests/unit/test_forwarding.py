@@ -8,6 +8,7 @@ import struct
 import time
 
 import pytest
+from tests.unit.fake_sink import FakeSink
 
 from relaycast.media.downtrack import MID_URI, DownTrack, ExtLayout
 from relaycast.media.forwarder import Forwarder
@@ -24,25 +25,13 @@ VP8_DELTA = bytes([0x10, 0x01]) + b"d" * 100  # S=1, P=1 (inter frame)
 VP8_CONT = bytes([0x00, 0x01]) + b"c" * 100  # continuation of a frame
 
 
-class Wire:
+class Wire(FakeSink):
     """A fake sink (the legs' port to the network; SRTP is identity here: tests/unit/test_srtp.py
     and the integration tests cover the real MediaSink) that also collects the RTCP a Track
     sends upstream."""
 
-    def __init__(self) -> None:
-        self.rtp: list[RtpPacket] = []
-        self.rtcp: list[bytes] = []
-
     def sendto(self, data: bytes) -> int:
-        self.rtp.append(RtpPacket.parse(data))
-        return len(data)
-
-    def send_rtp(self, data: bytes) -> int:
-        return self.sendto(data)
-
-    def send_rtcp(self, data: bytes) -> int:
-        self.rtcp.append(data)
-        return len(data)
+        return self.send_rtp(data)
 
 
 def make_track(forwarder: Forwarder, wire: Wire, *, ssrc: int = 1111, pt: int = 96) -> Track:
