@@ -34,24 +34,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from playwright.async_api import async_playwright  # noqa: E402
 from tests.browser.lab_chromium import launch, player, publish, upload_bps, watch  # noqa: E402
-from tests.integration.netns import Lab, Node, python_env  # noqa: E402
+from tests.integration.netns import Lab  # noqa: E402
 
 from relaycast.media.bwe.trace import ENV, compact, read  # noqa: E402
-
-
-def serve(node: Node, trace_dir: Path) -> str:
-    """The server in ``node`` with the recorder on (Node.relaycast drops RELAYCAST_*)."""
-    log = node.lab.tmp / "srv.log"
-    command = [sys.executable, "-m", "relaycast", "serve", "--host", node.ip, "--port", "8080",
-               "--udp-port", "8443", "--public-ip", node.ip, "--workers", "1",
-               "--no-host-candidates", "--stream-key", "live=test-key"]  # fmt: skip
-    proc = node.spawn(command, log=log, env={**python_env(), ENV: str(trace_dir)})
-    deadline = time.monotonic() + 20
-    while "relaycast listening" not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"relaycast did not start:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
-    return f"http://{node.ip}:8080"
 
 
 async def record(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], Path]:
@@ -59,7 +44,8 @@ async def record(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], P
     with Lab(tmp) as lab:
         srv, pub, view = lab.add("srv"), lab.add("pub"), lab.add("view")
         lab.limit(view, args.rate)
-        base = serve(srv, trace_dir)
+        # the server with the estimator recorder on
+        base = srv.relaycast("--stream-key", "live=test-key", env={ENV: str(trace_dir)})
         async with async_playwright() as pw:
             browsers = [await launch(pw, pub, base), await launch(pw, view, base)]
             try:

@@ -106,17 +106,25 @@ class Node:
         return proc
 
     def relaycast(
-        self, *args: str, port: int = 8080, udp_port: int = 8443, log_name: str | None = None
+        self,
+        *args: str,
+        port: int = 8080,
+        udp_port: int = 8443,
+        log_name: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
         """Start a relaycast server here on this node's address, candidates that address
         only; returns its base URL once it printed its banner (its log: ``<node>.log``, or
-        ``<log_name>.log`` for a second server on the node)."""
+        ``<log_name>.log`` for a second server on the node). ``env`` is added to the
+        environment, which otherwise has no RELAYCAST_* variable (:func:`python_env`)."""
         log = self.lab.tmp / f"{log_name or self.name}.log"
         command = [sys.executable, "-m", "relaycast", "serve", "--host", self.ip]
         command += ["--port", str(port), "--udp-port", str(udp_port), "--public-ip", self.ip]
         if "--workers" not in args:  # one process per node unless a test asks for workers
             command += ["--workers", "1"]
-        proc = self.spawn([*command, "--no-host-candidates", *args], log=log, env=python_env())
+        proc = self.spawn(
+            [*command, "--no-host-candidates", *args], log=log, env={**python_env(), **(env or {})}
+        )
         deadline = time.monotonic() + 20
         while "relaycast listening" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
